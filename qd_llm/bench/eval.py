@@ -1,0 +1,100 @@
+"""``qd-llm bench eval``: batched multi-LoRA evaluation vs one genome at a time.
+
+Both sides generate the same completions (greedy) for P genomes × N prompts on
+the same loaded base model:
+
+* **batched** — every (genome, prompt) pair in mixed-adapter batches through
+  :class:`~qd_llm.inference.hf.HFBackend` (one ``generate`` per batch);
+* **naive** — genome by genome, prompt by prompt, one ``generate`` call each.
+
+Adapter loading is counted on both sides. The ratio is naive / batched wall time.
+"""
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+NAME = "eval"
+HELP = "mixed-adapter batched evaluation vs one genome and one prompt at a time"
+
+_PROMPT_TEMPLATES = (
+    "What is {a} + {b}? Reply with only the number.",
+    "Write the word '{w}' backwards. Reply with only the new word.",
+    "What is the largest number in the list [{a}, {b}]? Reply with only the number.",
+    "How many letters are in the word '{w}'? Reply with only the number.",
+)
+_WORDS = ("cat", "sun", "tree", "house", "river", "apple", "stone", "cloud")
+
+
+def benchmark_prompts(n: int) -> list[str]:
+    """``n`` short, varied instruction prompts."""
+    return [
+        _PROMPT_TEMPLATES[i % len(_PROMPT_TEMPLATES)].format(
+            a=i % 9 + 1, b=(3 * i) % 7 + 2, w=_WORDS[i % len(_WORDS)]
+        )
+        for i in range(n)
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="hf", choices=["hf"], help="batched backend")
+    parser.add_argument("--genomes", type=int, default=8, help="P, random rank-8 LoRA genomes")
+    parser.add_argument("--prompts", type=int, default=32, help="prompts per genome")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--base-model", default="smollm2-135m-instruct")
+
+
+def run(args) -> dict:
+    from qd_llm.inference.base import GenerationConfig, GenerationRequest
+    from qd_llm.inference.hf import HFBackend
+    from qd_llm.models.genome import GenomeStore
+    from qd_llm.models.lora import linear_shapes, random_weights
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    prompts = benchmark_prompts(args.prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = HFBackend(base_model=args.base_model, batch_size=args.batch_size)
+        store = GenomeStore(tmp, base_model=args.base_model)
+        gen = torch.Generator().manual_seed(0)
+        shapes = linear_shapes(backend.base)
+        genomes = [
+            store.save(random_weights(shapes, rank=8, std=0.004, generator=gen))
+            for _ in range(args.genomes)
+        ]
+        requests = [
+            GenerationRequest(prompt=p, genome_id=g.id, adapter=store.path(g.id))
+            for g in genomes
+            for p in prompts
+        ]
+
+        start = time.perf_counter()
+        batched = backend.generate(requests, config)
+        batched_s = time.perf_counter() - start
+
+        # Naive: a fresh backend state per genome (adapter loaded when first needed),
+        # then one unbatched generate call per prompt.
+        backend.adapter_memory_mb = 0  # keep only the current genome resident
+        start = time.perf_counter()
+        naive = [backend.generate([r], config)[0] for r in requests]
+        naive_s = time.perf_counter() - start
+
+    tokenizer = backend.tokenizer
+    tokens = sum(len(tokenizer(t, add_special_tokens=False).input_ids) for t in batched)
+    return {
+        "backend": args.backend,
+        "genomes": args.genomes,
+        "prompts": args.prompts,
+        "requests": len(requests),
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "generated_tokens": tokens,
+        "batched_seconds": round(batched_s, 3),
+        "naive_seconds": round(naive_s, 3),
+        "batched_tokens_per_s": round(tokens / batched_s, 2),
+        "naive_tokens_per_s": round(tokens / naive_s, 2),
+        "same_outputs": batched == naive,
+        "ratio": round(naive_s / batched_s, 2),
+    }

@@ -1,0 +1,65 @@
+"""The ``qd-llm`` command line: thin wrappers over the package.
+
+Each command group lives next to the code it drives and exposes
+``register(subparsers)``; this module only collects them, sets up logging and
+turns :class:`~qd_llm.errors.QdLlmError` into one readable line and exit code 2.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+
+from qd_llm import __version__
+from qd_llm.errors import QdLlmError
+
+# Modules that add commands; each defines register(subparsers).
+COMMAND_MODULES = (
+    "qd_llm.models.commands",
+    "qd_llm.tasks.commands",
+    "qd_llm.bench.commands",
+    "qd_llm.inference.serve_commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qd-llm",
+        description=(
+            "Quality-diversity discovery of complementary LLM experts: coevolve LoRA "
+            "genomes (bred by merging) and synthetic tasks (bred by a scientist), keep "
+            "a niche map of experts, export the elite of each niche."
+        ),
+        epilog="Start with `qd-llm run --preset demo`; every command has --help.",
+    )
+    parser.add_argument("--version", action="version", version=f"qd-llm {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qd_llm.models.resolve import offline_environment
+
+    offline_environment()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("httpx", "urllib3", "sentence_transformers", "transformers", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except QdLlmError as e:
+        print(f"qd-llm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qd-llm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The interface every inference backend implements.
+
+A backend turns many (genome, prompt) requests into completions in as few
+batched passes as it can. Genomes are LoRA adapter folders (see
+:mod:`qd_llm.models.genome`); ``adapter=None`` means the bare base model.
+"""
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerationConfig:
+    """How to decode.
+
+    Attributes:
+        max_new_tokens: Tokens to generate at most per request.
+        temperature: 0 means greedy decoding.
+        top_p: Nucleus sampling mass (sampling only).
+        stop: Strings that end a completion; the stop string is not returned.
+        seed: Seed for sampling; greedy decoding ignores it.
+        system_prompt: Optional system message placed before each prompt.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerationRequest:
+    """One prompt for one genome.
+
+    Attributes:
+        prompt: The user message (the chat template is applied by the backend).
+        genome_id: A stable name for the adapter (its content hash); None for base.
+        adapter: The PEFT adapter folder; None for the base model.
+    """
+
+    prompt: str
+    genome_id: str | None = None
+    adapter: Path | None = None
+
+    def __post_init__(self):
+        if (self.genome_id is None) != (self.adapter is None):
+            raise ValueError("genome_id and adapter must be given together")
+
+
+class Backend(abc.ABC):
+    """Generates completions for batches of mixed-genome requests."""
+
+    @abc.abstractmethod
+    def generate(
+        self, requests: Sequence[GenerationRequest], config: GenerationConfig
+    ) -> list[str]:
+        """Returns one completion per request, in request order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases engines, processes and memory."""

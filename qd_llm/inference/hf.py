@@ -1,0 +1,214 @@
+"""The "hf" backend: one base model in memory, mixed-adapter batches.
+
+Every request names a genome (a PEFT adapter folder) or the bare base model.
+Requests are sorted by prompt length, cut into batches, and each batch is
+generated in one ``generate`` call with PEFT's ``adapter_names`` — one adapter
+name per row, ``"__base__"`` for none — so a whole population is evaluated in
+a handful of forward passes instead of one model load per genome.
+
+Adapters are loaded once and kept in an LRU cache bounded by a memory budget;
+the least recently used are deleted from the model when the budget is
+exceeded.
+"""
+
+import collections
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from qd_llm.errors import QdLlmError
+from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
+from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
+
+logger = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in mixed batches
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_base_model(name: str = DEFAULT_BASE_MODEL, *, dtype: str = "float32", device="cpu"):
+    """Loads the base causal LM and its tokenizer (left padding, pad token set).
+
+    Returns:
+        ``(model, tokenizer)`` with the model in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in _DTYPES:
+        raise QdLlmError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    path = resolve_base_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype]).to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def chat_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> str:
+    """``prompt`` as a user turn in the model's chat template, ready to generate."""
+    messages = [{"role": "user", "content": prompt}]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    if tokenizer.chat_template is None:
+        return prompt
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cuts ``text`` at the earliest stop string (the stop string is dropped)."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+class HFBackend(Backend):
+    """Batched multi-LoRA generation with transformers + PEFT.
+
+    Args:
+        base_model: Base model name or folder (see :mod:`qd_llm.models.resolve`).
+        dtype: Compute dtype of the base model.
+        device: Torch device.
+        batch_size: Rows per ``generate`` call.
+        adapter_memory_mb: Budget for loaded adapters; least recently used
+            adapters are evicted beyond it.
+        progress: Show a progress bar over batches.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_model: str = DEFAULT_BASE_MODEL,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int = 32,
+        adapter_memory_mb: float = 2048,
+        progress: bool = False,
+    ):
+        if batch_size < 1:
+            raise QdLlmError(f"batch_size must be >= 1, got {batch_size}")
+        self.base_model_name = base_model
+        self.device = device
+        self.batch_size = batch_size
+        self.adapter_memory_mb = adapter_memory_mb
+        self.progress = progress
+        self.base, self.tokenizer = load_base_model(base_model, dtype=dtype, device=device)
+        self.model = self.base  # becomes a PeftModel once an adapter is loaded
+        self._loaded: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    # -- adapters ---------------------------------------------------------------
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """Adapter names in memory, least recently used first."""
+        return list(self._loaded)
+
+    def _ensure_adapter(self, name: str, folder: Path) -> None:
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return
+        from peft import PeftModel
+
+        folder = Path(folder)
+        if not (folder / "adapter_config.json").exists():
+            raise QdLlmError(f"{folder} is not a PEFT adapter folder")
+        if self.model is self.base:
+            self.model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
+        else:
+            self.model.load_adapter(str(folder), adapter_name=name)
+        self.model.eval()
+        size_mb = (folder / "adapter_model.safetensors").stat().st_size / 2**20
+        self._loaded[name] = size_mb
+
+    def _evict(self, *, pinned: set[str]) -> None:
+        """Deletes least recently used adapters, never those of the current batch."""
+        while sum(self._loaded.values()) > self.adapter_memory_mb:
+            victim = next((n for n in self._loaded if n not in pinned), None)
+            if victim is None:
+                return
+            self.model.delete_adapter(victim)
+            del self._loaded[victim]
+            logger.debug("evicted adapter %s", victim)
+
+    # -- generation -------------------------------------------------------------
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], config: GenerationConfig
+    ) -> list[str]:
+        """Generates one completion per request, batching across genomes.
+
+        Rows are sorted by prompt length to keep padding small; each batch's
+        adapters are pinned in memory while it runs.
+        """
+        if not requests:
+            return []
+        texts = [chat_prompt(self.tokenizer, r.prompt, config.system_prompt) for r in requests]
+        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        order = sorted(range(len(requests)), key=lambda i: lengths[i])
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        outputs: list[str | None] = [None] * len(requests)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(requests), desc="generate", unit="req", leave=False)
+        for batch_index, batch in enumerate(batches):
+            for i, text in zip(
+                batch,
+                self._generate_batch(
+                    [requests[i] for i in batch],
+                    [texts[i] for i in batch],
+                    config,
+                    seed=config.seed + batch_index,
+                ),
+                strict=True,
+            ):
+                outputs[i] = text
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return outputs  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        texts: Sequence[str],
+        config: GenerationConfig,
+        *,
+        seed: int,
+    ) -> list[str]:
+        pinned = {r.genome_id for r in requests if r.genome_id is not None}
+        for r in requests:
+            if r.genome_id is not None:
+                self._ensure_adapter(r.genome_id, r.adapter)
+        self._evict(pinned=pinned)
+        enc = self.tokenizer(
+            list(texts), return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        kwargs = dict(
+            max_new_tokens=config.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            do_sample=config.temperature > 0,
+        )
+        if config.temperature > 0:
+            kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
+            torch.manual_seed(seed)
+        else:
+            # Neutralise sampling defaults from generation_config (no warnings, pure greedy).
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if config.stop:
+            kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
+        if self.model is not self.base:
+            kwargs["adapter_names"] = [r.genome_id or BASE_ADAPTER for r in requests]
+        out = self.model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [truncate_at_stop(t, config.stop).strip() for t in decoded]
+
+    def close(self) -> None:
+        self.model = self.base = None
+        self._loaded.clear()

@@ -1,0 +1,361 @@
+"""The program that runs inside the sandbox: a small fork-server for task code.
+
+Standard library only, and nothing from ``qd_llm``: it runs under ``python -I -S``
+in a bubblewrap sandbox (see :mod:`qd_llm.tasks.sandbox`, which starts it and
+documents the isolation).
+
+Protocol. The host writes jobs to stdin, one JSON object per line::
+
+    {"nonce": "<hex>", "kind": "score" | "load", "task_file": "/abs/task.py",
+     "data": ..., "submission": "..."}
+
+and reads results from the result descriptor given by ``--result-fd``, as frames
+``MAGIC + nonce (32 ASCII bytes) + 8-byte big-endian length + JSON payload``. A
+``"ready"`` frame (nonce ``"0" * 32``) is sent once at start.
+
+Per job this server (which never runs task code itself) reads ``task.py`` and
+forks a child that closes the result descriptor and stdin, moves into its own
+process group, changes into a fresh private temp dir, applies the resource
+limits, drops to an unprivileged uid when the server runs as root, executes the
+task source, runs ``get_tasks``/``get_instructions`` or ``score``, and
+writes its answer to a private pipe. The task's stdout and stderr go to two
+other pipes that the server reads, caps and never parses, so printing anything,
+including a copy of a result frame, changes nothing. When the child is done, or
+past the wall-clock limit, the server kills its process group and, when it owns
+the PID namespace (``--sweep``), every other process in it, then removes the
+temp dir.
+"""
+
+# Imports are few and light on purpose: every fresh sandbox pays for them.
+import contextlib
+import json
+import math
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+
+MAGIC = b"QDSBX1"
+READY_NONCE = "0" * 32
+_LENGTH = struct.Struct(">Q")
+_PR_SET_DUMPABLE = 4
+_ERROR_CHARS = 600
+
+
+def write_frame(fd: int, nonce: str, payload: dict) -> None:
+    body = json.dumps(payload).encode("utf-8")
+    buf = MAGIC + nonce.encode("ascii") + _LENGTH.pack(len(body)) + body
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _make_non_dumpable() -> None:
+    # A non-dumpable server cannot have its descriptors reopened through
+    # /proc/<pid>/fd or its memory read by the (capability-less) task children.
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def _remove_tree(path: str) -> None:
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(root, name))
+        for name in dirs:
+            full = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+# --- the child: runs the untrusted task code -----------------------------------------
+
+
+def _apply_limits(limits: dict) -> None:
+    cpu = max(1, math.ceil(limits["cpu_seconds"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits["memory_bytes"], limits["memory_bytes"]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"], limits["max_file_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    try:
+        procs = limits["max_processes"]
+        resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
+    except (ValueError, OSError):
+        pass
+
+
+def _load_task_family(task_file: str, source: bytes):
+    module = type(sys)("task")
+    module.__file__ = task_file
+    sys.modules["task"] = module
+    exec(compile(source, task_file, "exec"), module.__dict__)
+    family = getattr(module, "TaskFamily", None)
+    if family is None:
+        raise AttributeError("task.py defines no class TaskFamily")
+    return family
+
+
+def _number_or_type(value) -> dict:
+    # Real numbers of any kind (int, float, bool, numpy scalars, Fraction, Decimal).
+    if hasattr(value, "__float__") and not isinstance(value, (str, bytes, complex)):
+        try:
+            return {"value": float(value)}
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return {"value": None, "type": type(value).__name__}
+
+
+def _run_task(job: dict, source: bytes) -> dict:
+    family = _load_task_family(job["task_file"], source)
+    if job["kind"] == "score":
+        return {"ok": True, **_number_or_type(family.score(job["data"], job["submission"]))}
+    tasks = family.get_tasks()
+    if not isinstance(tasks, dict):
+        raise TypeError(f"get_tasks() returned {type(tasks).__name__}, not dict")
+    instances = {}
+    for instance_id, data in tasks.items():
+        try:
+            data = json.loads(json.dumps(data))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"instance {instance_id!r} data is not JSON-serialisable: {e}") from e
+        instructions = family.get_instructions(data)
+        if not isinstance(instructions, str):
+            raise TypeError(f"get_instructions() returned {type(instructions).__name__}, not str")
+        instances[str(instance_id)] = {"data": data, "instructions": instructions}
+    return {"ok": True, "instances": instances}
+
+
+def _drop_privileges(uid: int) -> None:
+    # Root is exempt from RLIMIT_NPROC and may signal anything: task code runs
+    # as an unprivileged uid (which also clears every capability).
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+
+def _child(
+    job: dict, source: bytes, tmp: str, cfg: dict, report_w: int, out_w: int, err_w: int
+) -> None:
+    """Runs one job and writes a length-prefixed JSON report to ``report_w``; never returns."""
+    try:
+        os.setpgid(0, 0)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, report_w)
+        os.closerange(report_w + 1, 4096)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child exits without closing
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        os.chdir(tmp)
+        os.environ.update(HOME=tmp, TMPDIR=tmp)
+        sys.path.insert(0, tmp)
+        _apply_limits(cfg["limits"])
+        if cfg["task_uid"] is not None:
+            _drop_privileges(cfg["task_uid"])
+        report = _run_task(job, source)
+    except MemoryError:
+        report = {"ok": False, "error": "MemoryError: memory limit reached"}
+    except BaseException as e:
+        report = {"ok": False, "error": f"{type(e).__name__}: {e}"[:_ERROR_CHARS]}
+    try:
+        body = json.dumps(report).encode("utf-8")
+    except (TypeError, ValueError, MemoryError) as e:
+        body = json.dumps({"ok": False, "error": f"unreportable result: {e}"[:_ERROR_CHARS]})
+        body = body.encode("utf-8")
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.write(report_w, _LENGTH.pack(len(body)))
+        view = memoryview(body)
+        while view:
+            view = view[os.write(report_w, view) :]
+    finally:
+        os._exit(0)
+
+
+# --- the server: forks children, relays framed results -------------------------------
+
+
+class _Capped:
+    """Keeps the first ``limit`` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        self.data += chunk[: max(room, 0)]
+        self.dropped += max(len(chunk) - max(room, 0), 0)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def _sweep(own_pid: int) -> None:
+    """Kills every process in this PID namespace except init and this server."""
+    for _ in range(100):
+        alive = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, own_pid):
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+                if state in (b"Z", b"X"):
+                    continue
+                os.kill(int(name), signal.SIGKILL)
+                alive = True
+            except (OSError, IndexError):
+                continue
+        _reap()
+        if not alive:
+            return
+        time.sleep(0.001)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        if sig == signal.SIGXCPU:
+            return "CPU time limit reached (SIGXCPU)"
+        if sig == signal.SIGXFSZ:
+            return "file size limit reached (SIGXFSZ)"
+        return f"task process killed by {name}"
+    return f"task process exited with status {os.WEXITSTATUS(status)} before reporting"
+
+
+def run_job(job: dict, cfg: dict) -> dict:
+    """Runs one job in a forked child and returns the payload to relay."""
+    try:
+        with open(job["task_file"], "rb") as f:  # read here: the task's uid may not reach it
+            source = f.read()
+    except OSError as e:
+        return {"ok": False, "error": f"cannot read {job['task_file']}: {e.strerror}"}
+    tmp = os.path.join(cfg["tmp_root"], f"job-{os.urandom(8).hex()}")
+    os.mkdir(tmp, 0o700)
+    if cfg["task_uid"] is not None:
+        os.chown(tmp, cfg["task_uid"], cfg["task_uid"])
+    report_r, report_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        _child(job, source, tmp, cfg, report_w, out_w, err_w)
+    for fd in (report_w, out_w, err_w):
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    report = bytearray()
+    streams = {out_r: _Capped(cfg["max_output_bytes"]), err_r: _Capped(cfg["max_output_bytes"])}
+    open_fds = {report_r, out_r, err_r, pidfd}
+    status = None
+    deadline = start + cfg["wall_seconds"]
+    try:
+        while status is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            ready, _, _ = select.select(list(open_fds), [], [], remaining)
+            for fd in ready:
+                if fd == pidfd:
+                    status = os.waitpid(pid, 0)[1]
+                    open_fds.discard(pidfd)
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == report_r:
+                    if len(report) < cfg["max_result_bytes"] + _LENGTH.size:
+                        report += chunk
+                else:
+                    streams[fd].add(chunk)
+        # The report is written before the child exits: drain what is buffered.
+        os.set_blocking(report_r, False)
+        while report_r in open_fds:
+            try:
+                chunk = os.read(report_r, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            report += chunk
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        if cfg["sweep"]:
+            _sweep(os.getpid())
+        timed_out = status is None
+        if timed_out:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)  # killed above; reap it
+        for fd in (report_r, out_r, err_r, pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _remove_tree(tmp)
+    elapsed = time.monotonic() - start
+    result = {
+        "seconds": elapsed,
+        "stdout": streams[out_r].text(),
+        "stderr": streams[err_r].text(),
+        "output_dropped_bytes": streams[out_r].dropped + streams[err_r].dropped,
+    }
+    if timed_out and not _complete(report):
+        return {**result, "ok": False, "error": f"timeout: over {cfg['wall_seconds']:g} s wall"}
+    if not _complete(report):
+        if len(report) >= cfg["max_result_bytes"]:
+            return {**result, "ok": False, "error": "result larger than the result size limit"}
+        return {**result, "ok": False, "error": _describe_exit(status)}
+    try:
+        return {**result, **json.loads(bytes(report[_LENGTH.size :]))}
+    except ValueError as e:
+        return {**result, "ok": False, "error": f"malformed report: {e}"}
+
+
+def _complete(report: bytearray) -> bool:
+    if len(report) < _LENGTH.size:
+        return False
+    return len(report) - _LENGTH.size == _LENGTH.unpack_from(report)[0]
+
+
+def main() -> None:
+    """Usage: ``_sandbox_runner.py --result-fd=N --config=JSON`` (limits and caps)."""
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in sys.argv[1:])
+    cfg = json.loads(args["config"])
+    result_fd = int(args["result-fd"])
+    os.set_inheritable(result_fd, False)
+    _make_non_dumpable()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    write_frame(result_fd, READY_NONCE, {"ready": True, "pid": os.getpid()})
+    for line in sys.stdin.buffer:
+        job = json.loads(line)
+        payload = run_job(job, cfg)
+        write_frame(result_fd, job["nonce"], payload)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+r"""Answer extraction: the part of a model's reply that gets scored.
+
+One rule, :func:`extract_answer`, applied to every reply before scoring (unless
+the user opts out). In order of precedence:
+
+1. **Boxed**: the content of the last ``\boxed{...}`` with balanced braces
+   (nested braces kept, e.g. ``\boxed{\frac{1}{2}}`` gives ``\frac{1}{2}``).
+2. **Code after the marker**: if a fenced code block starts after the last
+   answer marker (see 3), or the text after that marker on its line is empty
+   and a code block exists anywhere, the code rule (4) applies: code-writing
+   tasks need the code, not the sentence introducing it.
+3. **Marker**: the text after the last answer marker up to the end of its
+   line. Markers are ``answer`` or ``final answer`` followed by a colon,
+   case-insensitive, optionally wrapped in Markdown emphasis: ``Answer:``,
+   ``Final answer:``, ``**Answer:**``, ``**Final Answer**:``. If that line is
+   empty and there is no code block, the next non-empty line is the answer.
+4. **Code**: the body of the last fenced code block (```` ```lang ... ``` ````),
+   without the fences and the language tag.
+5. **Whole text**: the reply, stripped.
+
+Extracted text is stripped of surrounding whitespace and of one level of
+wrapping Markdown emphasis or inline-code/math delimiters (``**5**``, ```5```,
+``$5$``); anything else, trailing punctuation included, is left for the task's
+``score`` to judge.
+"""
+
+import re
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MARKER = re.compile(
+    r"(?:\*\*|__)?\b(?:final\s+)?answer\b\s*(?:\*\*|__)?\s*:(?:\*\*|__)?",
+    re.IGNORECASE,
+)
+_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
+_WRAPPERS = ("**", "__", "`", "$", "*")
+
+
+def _last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` whose braces balance."""
+    found = None
+    for match in _BOXED.finditer(text):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    found = text[start:i]
+                    break
+    return found
+
+
+def _unwrap(answer: str) -> str:
+    answer = answer.strip()
+    for wrapper in _WRAPPERS:
+        n = len(wrapper)
+        if len(answer) > 2 * n and answer.startswith(wrapper) and answer.endswith(wrapper):
+            return answer[n:-n].strip()
+    return answer
+
+
+def extract_answer(text: str) -> str:
+    """Returns the answer part of a model reply (see the module docstring for the rule).
+
+    Args:
+        text: The model's full reply.
+
+    Returns:
+        The extracted answer; the stripped reply when no rule matches.
+    """
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    fences = list(_FENCE.finditer(text))
+    markers = list(_MARKER.finditer(text))
+    if markers:
+        marker = markers[-1]
+        line_end = text.find("\n", marker.end())
+        line_end = len(text) if line_end == -1 else line_end
+        after = _unwrap(text[marker.end() : line_end])
+        code_follows = bool(fences) and fences[-1].start() >= marker.end()
+        if after and not code_follows:
+            return after
+        if not fences:
+            rest = [line for line in text[line_end:].splitlines() if line.strip()]
+            if rest:
+                return _unwrap(rest[0])
+    if fences:
+        return fences[-1].group(1).strip("\n")
+    return text.strip()

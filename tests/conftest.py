@@ -1,0 +1,27 @@
+"""Shared test setup: offline Hugging Face, deterministic threads."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def hf_backend():
+    """One real SmolLM2 backend shared by the whole session (loading takes seconds)."""
+    from qd_llm.inference.hf import HFBackend
+
+    backend = HFBackend(batch_size=16)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def base_shapes(hf_backend):
+    """``{module: (out, in)}`` of SmolLM2's attention and MLP projections."""
+    from qd_llm.models.lora import linear_shapes
+
+    return linear_shapes(hf_backend.base)

@@ -1,0 +1,46 @@
+"""Seed experts: reproducible training and real skill gains on held-out items."""
+
+import pytest
+import torch
+
+from qd_llm.models import seeds
+
+
+def test_held_out_items_are_never_trained_on():
+    for skill in seeds.SEED_SKILLS:
+        train = {p for p, _ in seeds.skill_examples(skill, n=320, seed=0)}
+        held = seeds.held_out_instances(skill, n=30)
+        assert len(held) >= 10
+        assert not train & {d["prompt"] for d in held}
+        assert all(seeds.is_held_out(d["prompt"]) for d in held)
+
+
+def test_training_is_reproducible_from_a_seed():
+    skill = seeds.SEED_SKILLS[0]
+    config = seeds.TrainingConfig(steps=1, batch_size=2, seed=3)
+    a = seeds.train_seed_expert("smollm2-135m-instruct", skill, config)
+    b = seeds.train_seed_expert("smollm2-135m-instruct", skill, config)
+    assert a.keys() == b.keys() and len(a) == 210
+    for name in a:
+        torch.testing.assert_close(a[name].delta(), b[name].delta(), rtol=0, atol=0)
+    # One step of training moved the update away from zero.
+    assert any(a[name].B.abs().max() > 0 for name in a)
+
+
+@pytest.fixture(scope="module")
+def builtin_experts():
+    return seeds.seed_expert_folders()
+
+
+def test_builtin_experts_are_committed_for_every_skill(builtin_experts):
+    assert set(builtin_experts) == {s.name for s in seeds.SEED_SKILLS}
+    for folder in builtin_experts.values():
+        assert (folder / "adapter_model.safetensors").stat().st_size < 8e6
+
+
+@pytest.mark.parametrize("skill", seeds.SEED_SKILLS, ids=lambda s: s.name)
+def test_each_expert_beats_the_base_model_on_its_own_skill(hf_backend, builtin_experts, skill):
+    items = seeds.held_out_instances(skill, n=20)
+    base = seeds.skill_accuracy(hf_backend, items, adapter=None)
+    expert = seeds.skill_accuracy(hf_backend, items, adapter=builtin_experts[skill.name])
+    assert expert >= base + 0.2, (skill.name, base, expert)

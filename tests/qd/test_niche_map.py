@@ -1,0 +1,90 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from qd_llm.errors import QdLlmError
+from qd_llm.qd.descriptors import SkillDescriptors
+from qd_llm.qd.niche_map import NicheMap
+
+
+def _population(n=30, t=10, seed=0):
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(t, 16))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    skills = rng.random((n, t)) < rng.uniform(0.1, 0.8, size=(n, 1))
+    ids = [f"g{i:03d}" for i in range(n)]
+    return ids, skills, skills.mean(axis=1), e
+
+
+def test_rebuild_keeps_the_fittest_per_cell():
+    ids, skills, fitness, e = _population()
+    descriptors = SkillDescriptors(dims=2).fit(e)
+    niche_map = NicheMap(resolution=5)
+    niche_map.rebuild(ids, skills, fitness, descriptors)
+    elites = niche_map.elites()
+    cells = niche_map.archive.index_of(descriptors.transform(skills))
+    for elite in elites:
+        in_cell = cells == elite.cell
+        assert elite.fitness == fitness[in_cell].max()
+        assert fitness[ids.index(elite.genome_id)] == elite.fitness
+    assert len(elites) == len(set(cells.tolist())) == len(niche_map)
+    assert niche_map.coverage == pytest.approx(len(elites) / 25)
+    assert niche_map.qd_score == pytest.approx(sum(e.fitness for e in elites))
+    assert [e.fitness for e in elites] == sorted((e.fitness for e in elites), reverse=True)
+
+
+def test_insert_uses_frozen_weights_and_reports_entries():
+    ids, skills, fitness, e = _population()
+    descriptors = SkillDescriptors(dims=2).fit(e)
+    niche_map = NicheMap(resolution=4)
+    niche_map.rebuild(ids[:10], skills[:10], fitness[:10], descriptors)
+    before = len(niche_map)
+    weights = niche_map.task_weights.copy()
+    best = np.ones((1, skills.shape[1]), dtype=bool)
+    assert niche_map.insert(["perfect"], best, np.array([1.0])) == 1
+    assert np.array_equal(niche_map.task_weights, weights)
+    assert any(el.genome_id == "perfect" for el in niche_map.elites())
+    assert len(niche_map) in (before, before + 1)
+    # A worse genome in the same cell does not enter.
+    assert niche_map.insert(["worse"], best, np.array([0.5])) == 0
+
+
+def test_rebuild_after_task_pool_change_recomputes_everything():
+    ids, skills, fitness, e = _population()
+    niche_map = NicheMap(resolution=5)
+    niche_map.rebuild(ids, skills, fitness, SkillDescriptors().fit(e))
+    old = {el.genome_id: el.descriptor for el in niche_map.elites()}
+    # New pool: only the first 6 tasks survive.
+    new_descriptors = SkillDescriptors().fit(e[:6])
+    niche_map.rebuild(ids, skills[:, :6], skills[:, :6].mean(axis=1), new_descriptors)
+    new = niche_map.elites()
+    expected = new_descriptors.transform(skills[:, :6])
+    for el in new:
+        assert np.allclose(el.descriptor, expected[ids.index(el.genome_id)])
+    assert {el.genome_id: el.descriptor.tolist() for el in new} != {
+        k: v.tolist() for k, v in old.items()
+    }
+
+
+def test_cvt_map_and_pickle_round_trip():
+    ids, skills, fitness, e = _population()
+    niche_map = NicheMap(dims=3, kind="cvt", cells=20, seed=1)
+    niche_map.rebuild(ids, skills, fitness, SkillDescriptors(dims=3).fit(e))
+    assert 0 < niche_map.coverage <= 1
+    restored = pickle.loads(pickle.dumps(niche_map))
+    assert [(x.genome_id, x.cell) for x in restored.elites()] == [
+        (x.genome_id, x.cell) for x in niche_map.elites()
+    ]
+    assert restored.qd_score == niche_map.qd_score
+    assert restored.insert(["new"], np.ones((1, 10), dtype=bool), np.array([1.0])) == 1
+
+
+def test_errors():
+    with pytest.raises(QdLlmError, match="'grid' or 'cvt'"):
+        NicheMap(kind="hex")
+    with pytest.raises(RuntimeError, match="rebuild must be called"):
+        NicheMap().insert(["a"], np.ones((1, 3), dtype=bool), np.array([1.0]))
+    ids, skills, fitness, e = _population()
+    with pytest.raises(QdLlmError, match="descriptors have 3 dims; the map has 2"):
+        NicheMap().rebuild(ids, skills, fitness, SkillDescriptors(dims=3).fit(e))

@@ -1,0 +1,4 @@
+def attack(params):
+    import os
+
+    os.abort()

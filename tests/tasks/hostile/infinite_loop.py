@@ -1,0 +1,3 @@
+def attack(params):
+    while True:
+        pass

@@ -1,0 +1,2 @@
+def attack(params):
+    raise RuntimeError("hostile task refuses")

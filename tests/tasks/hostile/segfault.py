@@ -1,0 +1,4 @@
+def attack(params):
+    import ctypes
+
+    ctypes.string_at(0)

@@ -1,0 +1,4 @@
+def attack(params):
+    import time
+
+    time.sleep(10**6)
