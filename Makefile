@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/qd-llm run --preset $(PRESET) --out $(OUT)
+	$(VENV)/bin/qd-llm run --preset $(PRESET) --set out_dir=$(OUT)
 
 test: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "qd_llm.tasks.commands",
     "qd_llm.bench.commands",
     "qd_llm.inference.serve_commands",
+    "qd_llm.run_commands",
+    "qd_llm.analysis_commands",
 )
 
 

@@ -8,6 +8,13 @@ the same loaded base model:
 * **naive** — genome by genome, prompt by prompt, one ``generate`` call each.
 
 Adapter loading is counted on both sides. The ratio is naive / batched wall time.
+
+``--backend vllm`` adds a third side on the same work: every pair in one
+``generate`` call of a vLLM engine with one ``LoRARequest`` per genome
+(:class:`~qd_llm.inference.vllm_backend.VLLMBackend`; engine start-up is
+reported but not timed, like the hf model load). Its ``ratio`` is naive / vLLM
+wall time; ``vllm_vs_hf_batched`` is hf batched / vLLM, and ``vllm_identical``
+the share of vLLM completions identical to the hf ones.
 """
 
 import argparse
@@ -39,7 +46,12 @@ def benchmark_prompts(n: int) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="hf", choices=["hf"], help="batched backend")
+    parser.add_argument(
+        "--backend",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="batched backend; vllm is measured next to hf batched and naive",
+    )
     parser.add_argument("--genomes", type=int, default=8, help="P, random rank-8 LoRA genomes")
     parser.add_argument("--prompts", type=int, default=32, help="prompts per genome")
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -50,9 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> dict:
     from qd_llm.inference.base import GenerationConfig, GenerationRequest
     from qd_llm.inference.hf import HFBackend
+    from qd_llm.inference.registry import require_backend
     from qd_llm.models.genome import GenomeStore
     from qd_llm.models.lora import linear_shapes, random_weights
 
+    if args.backend == "vllm":
+        require_backend("vllm")  # fail before minutes of hf timing, not after
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
     prompts = benchmark_prompts(args.prompts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,9 +96,12 @@ def run(args) -> dict:
         naive = [backend.generate([r], config)[0] for r in requests]
         naive_s = time.perf_counter() - start
 
+        if args.backend == "vllm":
+            vllm_result = _run_vllm(args, requests, config, reference=batched)
+
     tokenizer = backend.tokenizer
     tokens = sum(len(tokenizer(t, add_special_tokens=False).input_ids) for t in batched)
-    return {
+    result = {
         "backend": args.backend,
         "genomes": args.genomes,
         "prompts": args.prompts,
@@ -97,4 +115,38 @@ def run(args) -> dict:
         "naive_tokens_per_s": round(tokens / naive_s, 2),
         "same_outputs": batched == naive,
         "ratio": round(naive_s / batched_s, 2),
+    }
+    if args.backend == "vllm":
+        vllm_s = vllm_result["vllm_seconds"]
+        result.update(
+            vllm_result,
+            batched_ratio=result["ratio"],
+            ratio=round(naive_s / vllm_s, 2),
+            vllm_vs_hf_batched=round(batched_s / vllm_s, 2),
+        )
+    return result
+
+
+def _run_vllm(args, requests, config, *, reference: list[str]) -> dict:
+    """Times one vLLM ``generate`` over ``requests``; compares with ``reference``."""
+    from qd_llm.inference.registry import make_backend
+
+    start = time.perf_counter()
+    backend = make_backend("vllm", base_model=args.base_model, max_loras=args.genomes)
+    start_s = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        outputs = backend.generate(requests, config)
+        vllm_s = time.perf_counter() - start
+        tokens = sum(len(backend.tokenizer(t, add_special_tokens=False).input_ids) for t in outputs)
+    finally:
+        backend.close()
+    identical = sum(a == b for a, b in zip(outputs, reference, strict=True))
+    return {
+        "vllm_device": backend.device,
+        "vllm_engine_start_seconds": round(start_s, 1),
+        "vllm_seconds": round(vllm_s, 3),
+        "vllm_generated_tokens": tokens,
+        "vllm_tokens_per_s": round(tokens / vllm_s, 2),
+        "vllm_identical": round(identical / len(requests), 3),
     }

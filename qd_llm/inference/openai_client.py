@@ -121,6 +121,7 @@ class OpenAIChatClient:
         messages: Sequence[Message],
         *,
         temperature: float = 0.0,
+        top_p: float = 1.0,
         max_tokens: int = 512,
         stop: Sequence[str] = (),
         seed: int | None = None,
@@ -130,6 +131,7 @@ class OpenAIChatClient:
         Args:
             messages: The conversation, oldest first.
             temperature: 0 for greedy decoding.
+            top_p: Nucleus sampling mass; 1 (the default) is not sent.
             max_tokens: Tokens to generate at most.
             stop: Strings that end the reply (not included in it).
             seed: Sampling seed, for servers that honour it.
@@ -144,6 +146,8 @@ class OpenAIChatClient:
             "temperature": temperature,
             "max_tokens": max_tokens,
         }
+        if top_p != 1.0:
+            body["top_p"] = top_p
         if stop:
             body["stop"] = list(stop)
         if seed is not None:

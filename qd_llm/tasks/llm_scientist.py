@@ -213,6 +213,7 @@ def _as_bool(value) -> bool:
 
 
 def _strip_fences(code: str) -> str:
+    """The body of a fenced block wrapping ``code`` (models fence code inside JSON too)."""
     match = _FENCE.search(code)
     return match.group(2) if match and "TaskFamily" in match.group(2) else code
 
@@ -299,13 +300,11 @@ class DraftReport:
     Attributes:
         problems: Failures that keep the draft from being accepted (empty: it passed).
         text: The report shown to the scientist.
-        num_instances: Instances ``get_tasks`` returned (0 if it failed).
         own_score: The score of the scientist's own answer, if one was scored.
     """
 
     problems: tuple[str, ...]
     text: str
-    num_instances: int = 0
     own_score: float | None = None
 
     @property
@@ -364,7 +363,7 @@ class LLMScientist(Scientist):
         first = {"role": "user", "content": self._first_request(request)}
         history = [{"role": "system", "content": prompts.SYSTEM_PROMPT}, first]
         rounds = 1 + self.max_reflections
-        accepted: tuple[ScientistReply, int] | None = None
+        accepted: tuple[ScientistReply, DraftReport, int] | None = None
         last_problem = "no reply"
         for round_index in range(rounds):
             text = self.client.chat(
@@ -376,29 +375,29 @@ class LLMScientist(Scientist):
             try:
                 reply = parse_reply(text)
             except ReplyError as e:
-                last_problem = f"unreadable reply: {e}"
+                last_problem = outcome = f"unreadable reply: {e}"
                 follow_up = prompts.PARSE_FAILURE.format(
                     round=round_index + 2, rounds=rounds, reason=e
                 )
             else:
                 report = self._try_draft(reply, request.seed + round_index)
+                outcome = "; ".join(report.problems) or f"passed (done={reply.done})"
                 if report.passed:
-                    accepted = (reply, round_index)
+                    accepted = (reply, report, round_index)
                     if reply.done:
                         break
                 else:
-                    last_problem = "; ".join(report.problems)
+                    last_problem = outcome
                 follow_up = prompts.FEEDBACK.format(
                     round=round_index + 2, rounds=rounds, report=report.text
                 )
-            logger.debug("scientist round %d: %s", round_index, last_problem)
+            logger.debug("scientist round %d of %d: %s", round_index + 1, rounds, outcome)
             # Earlier drafts are superseded: keep the first request and the latest round.
             history = [*history[:2], {"role": "assistant", "content": text}]
             history.append({"role": "user", "content": follow_up})
         if accepted is None:
             raise TaskRejected(f"no working task after {rounds} round(s); last: {last_problem}")
-        reply, round_index = accepted
-        return self._write(reply, round_index, request, Path(out_root))
+        return self._write(*accepted, request, Path(out_root))
 
     # -- prompts ------------------------------------------------------------------
 
@@ -472,12 +471,16 @@ class LLMScientist(Scientist):
         return DraftReport(
             problems=tuple(problems),
             text="\n\n".join(lines),
-            num_instances=len(instances),
             own_score=own.score,
         )
 
     def _write(
-        self, reply: ScientistReply, round_index: int, request: TaskRequest, out_root: Path
+        self,
+        reply: ScientistReply,
+        report: DraftReport,
+        round_index: int,
+        request: TaskRequest,
+        out_root: Path,
     ) -> TaskDir:
         digest = hashlib.sha256(reply.code.encode("utf-8")).hexdigest()[:8]
         lineage = Lineage(
@@ -490,6 +493,7 @@ class LLMScientist(Scientist):
                 "model": self.client.model,
                 "reflections": round_index,
                 "declared_done": reply.done,
+                "scientist_score": report.own_score,
             },
         )
         return write_task(

@@ -5,6 +5,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,38 @@ def test_normalize_base_url_rejects_non_http():
 def test_server_rejects_a_folder_that_is_not_an_adapter(backend, tmp_path):
     with pytest.raises(QdLlmError, match="not a PEFT adapter folder"):
         ChatCompletionServer(backend=backend, base_model=BASE, adapters={"x": tmp_path})
+
+
+def test_serve_command_is_registered_and_parses_adapters():
+    from qd_llm.cli import build_parser
+    from qd_llm.inference.serve_commands import parse_adapter
+
+    args = build_parser().parse_args(["serve", "--adapter", "math=/a/b", "--port", "0"])
+    assert args.adapter == ["math=/a/b"] and args.port == 0
+    assert parse_adapter("math = /a/b") == ("math", Path("/a/b"))
+    with pytest.raises(QdLlmError, match="NAME=DIR"):
+        parse_adapter("/a/b")
+
+
+def test_qd_llm_serve_answers_over_http(tmp_path):
+    """`qd-llm serve` in its own process: prints its URL, then serves the real model."""
+    import re
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qd_llm.cli", "serve", "--port", "0", "--default-max-tokens", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"at (http://127\.0\.0\.1:\d+/v1)", line)
+        assert match, line
+        client = OpenAIChatClient(base_url=match.group(1), model=BASE, max_retries=0)
+        assert client.list_models() == [BASE]
+        assert client.chat([{"role": "user", "content": "Hi"}], max_tokens=4).strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

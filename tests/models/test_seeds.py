@@ -10,7 +10,7 @@ def test_held_out_items_are_never_trained_on():
     for skill in seeds.SEED_SKILLS:
         train = {p for p, _ in seeds.skill_examples(skill, n=320, seed=0)}
         held = seeds.held_out_instances(skill, n=30)
-        assert len(held) >= 10
+        assert len(held) >= 8
         assert not train & {d["prompt"] for d in held}
         assert all(seeds.is_held_out(d["prompt"]) for d in held)
 
@@ -39,8 +39,13 @@ def test_builtin_experts_are_committed_for_every_skill(builtin_experts):
 
 
 @pytest.mark.parametrize("skill", seeds.SEED_SKILLS, ids=lambda s: s.name)
-def test_each_expert_beats_the_base_model_on_its_own_skill(hf_backend, builtin_experts, skill):
-    items = seeds.held_out_instances(skill, n=20)
+def test_each_expert_is_the_best_on_its_own_skill(hf_backend, builtin_experts, skill):
+    items = seeds.held_out_instances(skill, n=30)
+    accuracy = {
+        name: seeds.skill_accuracy(hf_backend, items, adapter=folder)
+        for name, folder in builtin_experts.items()
+    }
     base = seeds.skill_accuracy(hf_backend, items, adapter=None)
-    expert = seeds.skill_accuracy(hf_backend, items, adapter=builtin_experts[skill.name])
-    assert expert >= base + 0.2, (skill.name, base, expert)
+    own = accuracy.pop(skill.name)
+    assert own >= base + 0.1, (skill.name, base, own)
+    assert own > max(accuracy.values()), (skill.name, own, accuracy)

@@ -23,7 +23,12 @@ An instance is a JSON-serialisable dict made by a family generator
 import json
 import re
 
-WORDS3 = ("cat", "dog", "sun", "hat", "pen", "cup", "bus", "egg", "box", "map", "red", "fox")
+WORDS3 = (
+    "cat", "dog", "sun", "hat", "pen", "cup", "bus", "egg", "box", "map", "red", "fox",
+    "bat", "bed", "big", "car", "cow", "day", "ear", "fan", "fig", "fun", "gum", "hen",
+    "hop", "ice", "jam", "jet", "kid", "leg", "lip", "mud", "net", "nut", "owl", "pig",
+    "pot", "rat", "rug", "sea", "sky", "tea", "toy", "van", "web", "wig", "yak", "zip",
+)  # fmt: skip
 WORDS5 = (
     "apple", "house", "table", "green", "river", "pencil", "garden", "yellow",
     "window", "planet", "orange", "rabbit", "bottle", "silver", "banana", "summer",

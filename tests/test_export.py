@@ -1,0 +1,112 @@
+"""`qd-llm export`: adapters that load in PEFT and answer as in qd_llm; merged checkpoints."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from _analysis_run import tiny_run
+
+from qd_llm.cli import main
+from qd_llm.export import RunSnapshot
+from qd_llm.inference.base import GenerationConfig, GenerationRequest
+
+PROMPTS = ["What is 2 + 3? Answer with a number.", "Spell 'dog' backwards."]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    assert main(["export", str(tiny_run()), "--out", str(out / "all")]) == 0
+    assert (
+        main(["export", str(tiny_run()), "--out", str(out / "top"), "--top", "1", "--merged"]) == 0
+    )
+    return out
+
+
+def test_manifest_matches_the_run_archive(exported):
+    manifest = json.loads((exported / "all" / "manifest.json").read_text())
+    elites = RunSnapshot(tiny_run()).elites()
+    assert [e["id"] for e in manifest["elites"]] == [e.genome_id for e in elites]
+    for entry, elite in zip(manifest["elites"], elites, strict=True):
+        assert entry["cell"] == elite.cell
+        assert entry["fitness"] == pytest.approx(elite.fitness)
+        assert entry["descriptor"] == pytest.approx(list(elite.descriptor))
+        folder = exported / "all" / entry["path"]
+        assert (folder / "adapter_model.safetensors").exists()
+        card = (folder / "README.md").read_text()
+        assert entry["id"] in card and f"| niche cell | {elite.cell} |" in card
+        assert "LoRARequest" in card and "peft=" in card
+
+
+def test_top_selects_the_fittest(exported):
+    manifest = json.loads((exported / "top" / "manifest.json").read_text())
+    assert len(manifest["elites"]) == 1
+    assert manifest["elites"][0]["id"] == RunSnapshot(tiny_run()).elites()[0].genome_id
+
+
+def _greedy(model, tokenizer):
+    from qd_llm.inference.hf import chat_prompt
+
+    answers = []
+    for prompt in PROMPTS:
+        enc = tokenizer(
+            chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False
+        )
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        answers.append(
+            tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
+    return answers
+
+
+def test_exported_adapter_loads_in_peft_and_answers_as_in_qd_llm(exported, hf_backend):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qd_llm.models.resolve import resolve_base_model
+
+    entry = json.loads((exported / "top" / "manifest.json").read_text())["elites"][0]
+    folder = exported / "top" / entry["path"]
+    # One prompt per call: no padding, so the comparison is exact.
+    inside = [
+        hf_backend.generate(
+            [GenerationRequest(prompt=p, genome_id=entry["id"], adapter=folder)],
+            GenerationConfig(max_new_tokens=8),
+        )[0]
+        for p in PROMPTS
+    ]
+    base_path = resolve_base_model()
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_path), str(folder)
+    ).eval()
+    assert _greedy(peft_model, tokenizer) == inside
+
+    merged = AutoModelForCausalLM.from_pretrained(exported / "top" / entry["merged"]).eval()
+    merged_tokenizer = AutoTokenizer.from_pretrained(exported / "top" / entry["merged"])
+    assert _greedy(merged, merged_tokenizer) == inside
+
+
+def test_taskforce_export_and_option_clash(tmp_path, capsys):
+    assert main(["export", str(tiny_run()), "--out", str(tmp_path / "tf"), "--taskforce", "2"]) == 0
+    manifest = json.loads((tmp_path / "tf" / "manifest.json").read_text())
+    ids = [e["id"] for e in manifest["elites"]]
+    assert len(ids) == min(2, len(RunSnapshot(tiny_run()).elites())) and len(set(ids)) == len(ids)
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "export",
+                str(tiny_run()),
+                "--out",
+                str(tmp_path / "x"),
+                "--top",
+                "1",
+                "--taskforce",
+                "1",
+            ]
+        )
+    shutil.rmtree(tmp_path / "tf")
