@@ -96,17 +96,31 @@ class Coevolution:
                     f"inference.backend '{self.config.inference.backend}' is not available yet; "
                     "use 'hf'"
                 )
-            from qd_llm.inference.hf import HFBackend
-
             inference = self.config.inference
-            self._backend = HFBackend(
+            kwargs = dict(
                 base_model=self.config.base_model,
                 dtype=inference.dtype,
                 device=inference.device,
                 batch_size=inference.batch_size,
                 adapter_memory_mb=inference.adapter_memory_mb,
-                progress=self.config.progress,
             )
+            if inference.executor == "ray":
+                from qd_llm.executors.ray_executor import RayBackend
+
+                r = self.config.ray
+                self._backend = RayBackend(
+                    backend=inference.backend,
+                    backend_kwargs=kwargs,  # no progress bars in remote actors
+                    actors=r.actors,
+                    cpus_per_actor=r.cpus_per_actor,
+                    gpus_per_actor=r.gpus_per_actor,
+                    address=r.address,
+                    num_cpus=r.num_cpus or None,
+                )
+            else:
+                from qd_llm.inference.hf import HFBackend
+
+                self._backend = HFBackend(**kwargs, progress=self.config.progress)
         return self._backend
 
     @property
@@ -115,12 +129,23 @@ class Coevolution:
             from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
 
             s = self.config.sandbox
-            self._sandbox = SandboxPool(
-                config=SandboxConfig(
-                    isolation=s.isolation, cpu_seconds=s.cpu_seconds, wall_seconds=s.wall_seconds
-                ),
-                workers=s.workers,
+            config = SandboxConfig(
+                isolation=s.isolation, cpu_seconds=s.cpu_seconds, wall_seconds=s.wall_seconds
             )
+            if self.config.inference.executor == "ray":
+                from qd_llm.executors.ray_executor import RaySandboxPool
+
+                r = self.config.ray
+                self._sandbox = RaySandboxPool(
+                    config=config,
+                    workers=s.workers,
+                    actors=r.sandbox_actors,
+                    cpus_per_actor=r.cpus_per_actor,
+                    address=r.address,
+                    num_cpus=r.num_cpus or None,
+                )
+            else:
+                self._sandbox = SandboxPool(config=config, workers=s.workers)
         return self._sandbox
 
     @property
@@ -293,7 +318,10 @@ class Coevolution:
         scientist = self.make_scientist()
         for _ in range(c.tasks.initial_tasks):
             request = TaskRequest(
-                operation="initial", generation=0, seed=int(self.rng.integers(_SEED_SPACE))
+                operation="initial",
+                context=tuple(self.tasks.active()),
+                generation=0,
+                seed=int(self.rng.integers(_SEED_SPACE)),
             )
             self._offer_task(scientist, request, generation=0)
         if not len(self.tasks):

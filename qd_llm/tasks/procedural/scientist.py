@@ -70,8 +70,7 @@ class ProceduralScientist(Scientist):
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
         rng = random.Random(request.seed)
         if request.operation == "initial":
-            family = rng.choice(self.families)
-            level = min(rng.choice(self.initial_levels), family.max_level)
+            family, level = self._fresh_start(request, rng)
             wrap = None
         elif request.operation == "novel":
             family, wrap = self._least_represented(request, rng)
@@ -149,6 +148,24 @@ class ProceduralScientist(Scientist):
             },
         )
         return write_task(out_root, task_id=task_id, code=code, info=info, lineage=lineage)
+
+    def _fresh_start(self, request: TaskRequest, rng: random.Random) -> tuple[Family, int]:
+        """An initial (family, level) pair, among those least common in the context.
+
+        Without context every pair is equally likely; with it, a pool seeded one
+        request at a time spreads over families instead of repeating one.
+        """
+        counts = collections.Counter(
+            (family.name, level)
+            for family, level, _ in (_parent_knobs(t) for t in request.context if _is_ours(t))
+        )
+        options = sorted(
+            {(family.name, min(level, family.max_level)) for family in self.families
+             for level in self.initial_levels}
+        )  # fmt: skip
+        fewest = min(counts[option] for option in options)
+        name, level = rng.choice([option for option in options if counts[option] == fewest])
+        return get_family(name), level
 
     def _least_represented(
         self, request: TaskRequest, rng: random.Random
