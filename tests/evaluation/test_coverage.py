@@ -46,7 +46,7 @@ def data(run, hf_backend, sandbox):
 
 def test_task_set_is_imported_into_the_run_and_named(data, run):
     assert data.task_set.name == "bigbench_mixed"
-    assert len(data.task_set.tasks) == 5
+    assert len(data.task_set.tasks) == 6
     assert all(run / COVERAGE_DIR in t.path.parents for t in data.task_set.tasks)
     again = load_task_set(BIGBENCH, run_dir=run)
     assert again.key == data.task_set.key
@@ -54,7 +54,7 @@ def test_task_set_is_imported_into_the_run_and_named(data, run):
 
 def test_every_genome_and_control_sample_answered_every_instance(data):
     table = data.answers
-    assert len(table.task_ids) == 5
+    assert len(table.task_ids) == 6
     for task_id in table.task_ids:
         for instance_id in table.instances(task_id):
             for genome_id in data.genomes:
@@ -125,5 +125,5 @@ def test_cli_prints_one_json_object_from_the_cache(data, run, capsys):
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["num_tasks"] == 5 and len(report["coverage_at_n"]["control"]) == 2
+    assert report["num_tasks"] == 6 and len(report["coverage_at_n"]["control"]) == 2
     assert (run / "figures" / "coverage_bigbench_mixed.png").exists()

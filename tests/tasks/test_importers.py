@@ -97,7 +97,7 @@ def test_bigbench_task_imports_both_target_styles_and_scores_variants(pool, tmp_
     result = import_benchmark(BIGBENCH_DIR, tmp_path)
     assert result.format == "bigbench"
     assert [t.task_id for t in result.tasks] == [
-        f"bigbench_mixed_reasoning_{i:04d}" for i in range(1, 6)
+        f"bigbench_mixed_reasoning_{i:04d}" for i in range(1, 7)
     ]
     choice_instructions = result.tasks[2].info.example_instruction
     assert "Question: Which city is the capital of France?" in choice_instructions
@@ -118,6 +118,8 @@ def test_bigbench_task_imports_both_target_styles_and_scores_variants(pool, tmp_
         },
         3: {"13": 1.0, "D": 1.0, "9": 0.0, "A": 0.0},
         4: {"3.5": 1.0, "3.50": 1.0, "7/2": 1.0, "3,5": 0.0, "3.6": 0.0},
+        # target and target_scores both given, preferred_score exact_str_match: generative.
+        5: {"5": 1.0, "A": 0.0, "6": 0.0},
     }
     paths, submissions, expected = [], [], []
     for index, answers in cases.items():

@@ -128,9 +128,16 @@ def humaneval_questions(records: list[tuple[int, dict]], *, where: Path) -> list
 # --- BIG-bench ---------------------------------------------------------------
 
 
-def _bigbench_target(example: dict, *, where: str) -> dict:
-    """The scoring fields of one BIG-bench example (choice or text)."""
+def _bigbench_target(example: dict, *, where: str, prefer_choice: bool) -> dict:
+    """The scoring fields of one BIG-bench example (choice or text).
+
+    An example with both a ``target`` and ``target_scores`` (BIG-bench's
+    arithmetic tasks, for one) is scored as the task prefers: generatively
+    unless its ``preferred_score`` is ``multiple_choice_grade``.
+    """
     scores = example.get("target_scores")
+    if example.get("target") is not None and not prefer_choice:
+        scores = None
     if isinstance(scores, dict) and scores:
         options = [str(option) for option in scores]
         values = [float(v) for v in scores.values()]
@@ -159,12 +166,13 @@ def bigbench_questions(task: dict, *, where: Path, default_name: str) -> list[Qu
     keywords = [str(k) for k in task.get("keywords", [])]
     task_prefix = str(task.get("task_prefix", ""))
     input_prefix = str(task.get("example_input_prefix", "\nQ: "))
+    prefer_choice = task.get("preferred_score") == "multiple_choice_grade"
     questions = []
     for number, example in enumerate(examples, start=1):
         label = f"{where}: example {number}"
         if not isinstance(example, dict) or not isinstance(example.get("input"), str):
             raise QdLlmError(f"{label} needs a string 'input'")
-        data = _bigbench_target(example, where=label)
+        data = _bigbench_target(example, where=label, prefer_choice=prefer_choice)
         question = (task_prefix + input_prefix + example["input"]).strip()
         if data["kind"] == "choice":
             data["instructions"] = _choice_instructions(question, data["options"])
