@@ -82,13 +82,20 @@ DEFAULT_TARGET_MODULES = (
 
 
 def linear_shapes(model, target_modules=DEFAULT_TARGET_MODULES) -> dict[str, tuple[int, int]]:
-    """``{module path: (out_features, in_features)}`` of ``model``'s targeted linears."""
+    """``{module path: (out_features, in_features)}`` of ``model``'s targeted linears.
+
+    Works on a model that PEFT has already wrapped in place (a targeted linear
+    then holds the original as ``base_layer``).
+    """
     targets = set(target_modules)
-    return {
-        name: (module.out_features, module.in_features)
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
-    }
+    shapes = {}
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] not in targets:
+            continue
+        layer = getattr(module, "base_layer", module)
+        if isinstance(layer, torch.nn.Linear):
+            shapes[name] = (layer.out_features, layer.in_features)
+    return shapes
 
 
 def random_weights(
