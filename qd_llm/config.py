@@ -36,6 +36,7 @@ from qd_llm.errors import QdLlmError
 BACKENDS = ("hf", "vllm", "openai")
 EXECUTORS = ("local", "ray")
 SCIENTISTS = ("procedural", "llm")
+GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
 PARENT_SELECTIONS = ("uniform",)
 
@@ -323,8 +324,11 @@ class RunConfig:
         out_dir: Where ``qd-llm run`` creates run directories.
         progress: Show progress bars.
         heatmap: Draw the niche-map heatmap at the end of a run.
-        gibberish_filter: Exclude offspring whose every completion is empty or
-            non-text before selection (off by default, as in the reference).
+        gibberish_filter: Exclude offspring whose completions are gibberish
+            before selection: ``off`` (default, as in the reference),
+            ``heuristic`` (no completion holds a word) or ``judge`` (a judge
+            model behind the OpenAI-compatible endpoint of the environment
+            decides; see :mod:`qd_llm.evaluation.judge`).
         operators: Operator name → parameters, plus ``parents`` (parents per child).
     """
 
@@ -335,7 +339,7 @@ class RunConfig:
     out_dir: str = "archives"
     progress: bool = True
     heatmap: bool = True
-    gibberish_filter: bool = False
+    gibberish_filter: str = "off"
     population: PopulationConfig = dataclasses.field(default_factory=PopulationConfig)
     genomes: GenomeConfig = dataclasses.field(default_factory=GenomeConfig)
     operators: dict = dataclasses.field(default_factory=_default_operators)
@@ -348,6 +352,11 @@ class RunConfig:
 
     def __post_init__(self):
         _check_operators(self.operators)
+        _require(
+            self.gibberish_filter in GIBBERISH_FILTERS,
+            "gibberish_filter",
+            f"must be one of {GIBBERISH_FILTERS}",
+        )
 
     def to_dict(self) -> dict:
         """The resolved config as plain JSON types (what ``config.json`` holds)."""

@@ -67,8 +67,11 @@ class Coevolution:
         config: The resolved config.
         run: The run directory (created by the caller).
         is_gibberish: Check on a child's completions; True excludes it from
-            selection. Used only when ``config.gibberish_filter`` is set;
-            default :func:`~qd_llm.evaluation.evaluate.looks_like_gibberish`.
+            selection. Used only when ``config.gibberish_filter`` is not ``off``;
+            default: the one that setting names (the heuristic
+            :func:`~qd_llm.evaluation.evaluate.looks_like_gibberish`, or a
+            :class:`~qd_llm.evaluation.judge.GibberishJudge` on the environment's
+            OpenAI-compatible endpoint).
     """
 
     def __init__(
@@ -76,15 +79,23 @@ class Coevolution:
         config: RunConfig,
         run: RunDir,
         *,
-        is_gibberish: Callable[[Sequence[str]], bool] = looks_like_gibberish,
+        is_gibberish: Callable[[Sequence[str]], bool] | None = None,
     ):
         self.config = config
         self.run = run
-        self.is_gibberish = is_gibberish
+        self.is_gibberish = is_gibberish or self._default_gibberish_check()
         self.store = GenomeStore(
             run.genomes_dir, base_model=config.base_model, dtype=config.genomes.dtype
         )
         self._backend = self._sandbox = self._embedder = self._evaluator = None
+
+    def _default_gibberish_check(self) -> Callable[[Sequence[str]], bool]:
+        if self.config.gibberish_filter != "judge":
+            return looks_like_gibberish
+        from qd_llm.evaluation.judge import GibberishJudge
+        from qd_llm.inference.openai_client import OpenAIChatClient
+
+        return GibberishJudge(client=OpenAIChatClient())
 
     # --- components (built lazily: `status` and tests need none of them) ----------
 
@@ -397,7 +408,7 @@ class Coevolution:
         return children, time.perf_counter() - t
 
     def _valid(self, genome_ids: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
-        if not self.config.gibberish_filter:
+        if self.config.gibberish_filter == "off":
             return list(genome_ids)
         task_ids = self._task_ids()
         return [

@@ -163,7 +163,8 @@ class CoverageData:
 
 
 def select_genomes(snapshot: RunSnapshot, which: str) -> list[str]:
-    """``all`` stored genomes, or the ``final`` population plus niche-map elites."""
+    """Taskforce candidates: ``all`` stored genomes, or the ``final`` population plus
+    niche-map elites (the run's seed experts are evaluated as a baseline either way)."""
     if which == "all":
         return snapshot.store.ids()
     if which == "final":
@@ -212,7 +213,8 @@ def evaluate_task_set(
         decoding=greedy,
         pass_threshold=snapshot.pass_threshold,
     )
-    evaluator.evaluate(genome_ids, task_set.tasks)
+    seeds = [g for g in snapshot.store.ids() if not snapshot.store.info(g).parents]
+    evaluator.evaluate(sorted(set(genome_ids) | set(seeds)), task_set.tasks)
 
     control_dir = cache / f"control-T{control_temperature:g}-seed{seed}"
     control_store = GenomeStore(control_dir / "genomes", base_model=snapshot.base_model)
@@ -231,7 +233,6 @@ def evaluate_task_set(
             decoding=dataclasses.replace(greedy, temperature=control_temperature, seed=seed),
             pass_threshold=snapshot.pass_threshold,
         ).evaluate(control, task_set.tasks)
-    seeds = [g for g in genome_ids if not snapshot.store.info(g).parents]
     return CoverageData(
         task_set=task_set,
         genomes=genome_ids,
