@@ -26,11 +26,11 @@ from pathlib import Path
 
 from qd_llm.evaluation.coverage import zero_adapters
 from qd_llm.evaluation.evaluate import Evaluator
-from qd_llm.export import RunSnapshot
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.inference.hf import HFBackend
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import linear_shapes
+from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
 
 

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from qd_llm import atomic
-from qd_llm.export import RunSnapshot
+from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.archive import task_text
 from qd_llm.tasks.taskdir import GENERATION_TYPES
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from qd_llm import atomic
-from qd_llm.export import RunSnapshot
+from qd_llm.snapshot import RunSnapshot
 
 REPORT_FILE = "report.html"
 

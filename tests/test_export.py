@@ -8,8 +8,8 @@ import torch
 from _analysis_run import tiny_run
 
 from qd_llm.cli import main
-from qd_llm.export import RunSnapshot
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
+from qd_llm.snapshot import RunSnapshot
 
 PROMPTS = ["What is 2 + 3? Answer with a number.", "Spell 'dog' backwards."]
 

@@ -7,8 +7,8 @@ from _analysis_run import tiny_run
 from PIL import Image
 
 from qd_llm.cli import main
-from qd_llm.export import RunSnapshot
 from qd_llm.plots import DPI, FIGSIZE, lineage_layout
+from qd_llm.snapshot import RunSnapshot
 
 EXPECTED = (
     "niche_map",

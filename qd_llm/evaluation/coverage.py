@@ -39,9 +39,9 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation import taskforce as tf
 from qd_llm.evaluation.bestofn import AnswerTable, MajorityPicker, best_of_n
 from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR, Evaluator
-from qd_llm.export import RunSnapshot
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
+from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.taskdir import TASK_CODE, TASK_JSON, TaskDir, list_tasks, read_task, slugify
 
 COVERAGE_DIR = "coverage"

@@ -1,7 +1,8 @@
 """``qd-llm prepare`` and ``qd-llm seeds``: built-in models and seed experts."""
 
 import json
-from pathlib import Path
+
+from qd_llm.errors import QdLlmError
 
 
 def _prepare(args) -> int:
@@ -28,11 +29,12 @@ def _eval(args) -> int:
     from qd_llm.inference.hf import HFBackend
     from qd_llm.models import seeds
 
-    folders = (
-        seeds._read_index(Path(args.seeds))
-        if args.seeds
-        else seeds.seed_expert_folders(base_model=args.base_model)
-    )
+    if args.seeds:
+        folders = seeds.read_seed_index(args.seeds)
+        if folders is None:
+            raise QdLlmError(f"{args.seeds} holds no complete seeds.json; train into it first")
+    else:
+        folders = seeds.seed_expert_folders(base_model=args.base_model)
     backend = HFBackend(base_model=args.base_model, batch_size=32, progress=True)
     table = {}
     for skill in _skills(args.skills):
@@ -46,7 +48,6 @@ def _eval(args) -> int:
 
 
 def _skills(names: str | None):
-    from qd_llm.errors import QdLlmError
     from qd_llm.models.seeds import SEED_SKILLS
 
     if not names:

@@ -230,7 +230,9 @@ def write_seed_experts(
     return {name: store.path(gid) for name, gid in index["experts"].items()}
 
 
-def _read_index(root: Path) -> dict[str, Path] | None:
+def read_seed_index(root: str | Path) -> dict[str, Path] | None:
+    """Skill name → adapter folder from ``root/seeds.json``; None if missing or incomplete."""
+    root = Path(root)
     path = root / INDEX
     if not path.exists():
         return None
@@ -246,7 +248,7 @@ def seed_expert_folders(*, base_model: str = DEFAULT_BASE_MODEL) -> dict[str, Pa
     train theirs on first use into the cache.
     """
     if base_model.strip().lower() == DEFAULT_BASE_MODEL:
-        folders = _read_index(BUILTIN_DIR)
+        folders = read_seed_index(BUILTIN_DIR)
         if folders is None:
             raise QdLlmError(
                 f"built-in seed experts are missing from {BUILTIN_DIR}; "
@@ -254,7 +256,7 @@ def seed_expert_folders(*, base_model: str = DEFAULT_BASE_MODEL) -> dict[str, Pa
             )
         return folders
     root = cache_dir() / "seed_experts" / Path(base_model).name
-    folders = _read_index(root)
+    folders = read_seed_index(root)
     if folders is None:
         logger.info("training seed experts for %s (once) into %s", base_model, root)
         folders = write_seed_experts(root, base_model=base_model, dtype="float32")
