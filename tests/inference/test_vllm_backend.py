@@ -31,9 +31,13 @@ PROMPTS = [
 GREEDY = GenerationConfig(max_new_tokens=12)
 
 
+# Fewer LoRA slots than the module's genomes, so every test runs with slot eviction.
+MAX_LORAS = 2
+
+
 @pytest.fixture(scope="module")
 def engine():
-    backend = VLLMBackend(base_model=BASE, max_loras=8)
+    backend = VLLMBackend(base_model=BASE, max_loras=MAX_LORAS, max_cpu_loras=MAX_LORAS)
     yield backend
     backend.close()
 
@@ -81,6 +85,22 @@ def test_mixed_lora_batch_equals_per_genome_generation(engine, genomes):
     assert mixed == per_genome
     # The strong genome (third stored) changes behaviour relative to the base model.
     assert mixed[3 * n : 4 * n] != mixed[:n]
+
+
+def test_base_rows_stay_base_once_every_lora_slot_is_taken(engine, genomes):
+    """vLLM's CPU ops read "no LoRA" (-1) as the last slot; base rows must not."""
+    assert len(genomes) > MAX_LORAS
+    base_reqs = [GenerationRequest(prompt=p) for p in PROMPTS]
+    base_before = engine.generate(base_reqs, GREEDY)
+    strong_id, strong = list(genomes.items())[2]
+    strong_reqs = [
+        GenerationRequest(prompt=p, genome_id=strong_id, adapter=strong) for p in PROMPTS
+    ]
+    engine.generate(_requests(genomes), GREEDY)  # cycle every genome through the slots
+    mixed = engine.generate(strong_reqs + base_reqs, GREEDY)
+    assert mixed[len(PROMPTS) :] == base_before
+    assert mixed[: len(PROMPTS)] != base_before
+    assert engine.generate(base_reqs, GREEDY) == base_before
 
 
 def test_outputs_agree_with_the_hf_backend(engine, hf_backend, genomes):
