@@ -7,14 +7,20 @@ server that exposes LoRA adapters as model names works unchanged::
     vllm serve BASE --enable-lora --lora-modules ID1=DIR1 ID2=DIR2 ...
     qd-llm serve --adapter ID1=DIR1 --adapter ID2=DIR2 ...
 
-The server must already know every genome it is asked for; this backend never
-uploads weights. Requests run concurrently on a thread pool so the server can
+By default the server must already know every genome it is asked for. With
+``load_adapters=True`` (what the loop uses, since it breeds genomes as it goes)
+the backend first asks the server to load each genome it has not served yet
+from its adapter folder, through ``POST /v1/load_lora_adapter`` (``vllm serve``
+with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``, or ``qd-llm serve``); the
+folder must be visible to the server at the same path. Weights never travel
+over HTTP. Requests run concurrently on a thread pool so the server can
 batch them; completions are cut at the stop strings and stripped exactly like
 the in-process backends' so scores do not depend on where a genome runs.
 """
 
 import concurrent.futures
 from collections.abc import Sequence
+from pathlib import Path
 
 from qd_llm.errors import QdLlmError
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
@@ -34,6 +40,7 @@ class OpenAIBackend(Backend):
         max_workers: Requests in flight at once.
         timeout_s: Seconds to wait for one response.
         max_retries: Retries of a transient failure (connection error, 429, 5xx).
+        load_adapters: Have the server load genomes it does not list yet.
 
     Raises:
         QdLlmError: No server URL was given or found, or ``max_workers < 1``.
@@ -48,6 +55,7 @@ class OpenAIBackend(Backend):
         max_workers: int = 8,
         timeout_s: float = 120.0,
         max_retries: int = 4,
+        load_adapters: bool = False,
     ):
         if max_workers < 1:
             raise QdLlmError(f"max_workers must be >= 1, got {max_workers}")
@@ -63,6 +71,8 @@ class OpenAIBackend(Backend):
             max_retries=max_retries,
         )
         self._clients: dict[str, OpenAIChatClient] = {base_model: self._template}
+        self.load_adapters = load_adapters
+        self._served: set[str] | None = None  # genome names the server is known to have
 
     @property
     def base_url(self) -> str:
@@ -82,6 +92,14 @@ class OpenAIBackend(Backend):
             )
         return self._clients[model]
 
+    def _load_missing_adapters(self, requests: Sequence[GenerationRequest]) -> None:
+        if self._served is None:
+            self._served = set(self._template.list_models())
+        for r in requests:
+            if r.genome_id is not None and r.genome_id not in self._served:
+                self._template.load_lora_adapter(r.genome_id, str(Path(r.adapter).resolve()))
+                self._served.add(r.genome_id)
+
     def generate(
         self, requests: Sequence[GenerationRequest], config: GenerationConfig
     ) -> list[str]:
@@ -96,6 +114,8 @@ class OpenAIBackend(Backend):
         """
         if not requests:
             return []
+        if self.load_adapters:
+            self._load_missing_adapters(requests)
         messages_head = []
         if config.system_prompt:
             messages_head.append({"role": "system", "content": config.system_prompt})

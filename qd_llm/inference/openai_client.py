@@ -170,11 +170,27 @@ class OpenAIChatClient:
         except (KeyError, TypeError):
             raise QdLlmError(f"{self.base_url}/models answered without a model list") from None
 
-    def _request(self, method: str, path: str, body: dict | None) -> dict:
+    def load_lora_adapter(self, name: str, folder: str) -> None:
+        """Asks the server to serve the LoRA adapter in ``folder`` as model ``name``.
+
+        The runtime-loading route of ``vllm serve`` (started with
+        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``) and ``qd-llm serve``; the
+        server must see ``folder`` at the same path.
+
+        Raises:
+            QdLlmError: The server refused (e.g. no such route or folder).
+        """
+        self._request(
+            "POST", "/load_lora_adapter", {"lora_name": name, "lora_path": folder}, json_reply=False
+        )
+
+    def _request(
+        self, method: str, path: str, body: dict | None, *, json_reply: bool = True
+    ) -> dict:
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
             try:
-                return self._send_once(method, url, body)
+                return self._send_once(method, url, body, json_reply=json_reply)
             except _Transient as e:
                 if attempt == self.max_retries:
                     raise QdLlmError(
@@ -187,7 +203,7 @@ class OpenAIChatClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _send_once(self, method: str, url: str, body: dict | None) -> dict:
+    def _send_once(self, method: str, url: str, body: dict | None, *, json_reply: bool) -> dict:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -209,6 +225,8 @@ class OpenAIChatClient:
             raise QdLlmError(f"{url} refused the request (HTTP {e.code}): {message}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             raise _Transient(str(getattr(e, "reason", e))) from None
+        if not json_reply:  # e.g. vLLM's "Success: LoRA adapter ... added" plain text
+            return {"text": raw.decode("utf-8", "replace")}
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

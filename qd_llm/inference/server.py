@@ -6,6 +6,11 @@ speaking the OpenAI API — the LLM scientist, an LLM judge, lm-eval's
 LoRA genome by name. A request's ``model`` names the base model or a genome;
 ``temperature``, ``top_p``, ``max_tokens`` (or ``max_completion_tokens``),
 ``stop``, ``seed`` and ``n`` are honoured. Streaming is not offered.
+``POST /v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (bodies
+``{"lora_name", "lora_path"}`` and ``{"lora_name"}``, plain-text replies) add
+and remove adapters at runtime exactly as ``vllm serve`` does with
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``, so a run's freshly bred genomes can
+be served without a restart.
 
 The :class:`Backend` interface takes one user message and an optional system
 message per request, so a multi-turn conversation is flattened: system
@@ -152,11 +157,10 @@ class ChatCompletionServer(ThreadingHTTPServer):
         default_max_tokens: int = 512,
     ):
         adapters = {name: Path(folder) for name, folder in (adapters or {}).items()}
-        if base_model in adapters:
-            raise QdLlmError(f"adapter name {base_model!r} is also the base model's name")
         for name, folder in adapters.items():
-            if not (folder / "adapter_config.json").is_file():
-                raise QdLlmError(f"adapter {name!r}: {folder} is not a PEFT adapter folder")
+            problem = _adapter_problem(name, folder, base_model=base_model)
+            if problem:
+                raise QdLlmError(problem)
         if default_max_tokens < 1:
             raise QdLlmError(f"default_max_tokens must be >= 1, got {default_max_tokens}")
         self.backend = backend
@@ -211,6 +215,47 @@ class ChatCompletionServer(ThreadingHTTPServer):
             ],
         }
 
+    def load_adapter(self, body) -> str:
+        """Registers ``body["lora_name"]`` -> ``body["lora_path"]``; returns the reply text.
+
+        Loading a name again with the same folder is a no-op (genome ids are
+        content hashes); with another folder it is refused, like vLLM does.
+
+        Raises:
+            RequestError: The body is malformed, the folder is not an adapter,
+                or the name is taken.
+        """
+        name, folder = _lora_fields(body, "lora_name", "lora_path")
+        folder = Path(folder)
+        problem = _adapter_problem(name, folder, base_model=self.base_model)
+        if problem:
+            raise _bad_request(problem, "invalid_adapter")
+        with self._generate_lock:
+            if self.adapters.get(name, folder) != folder:
+                raise _bad_request(
+                    f"the lora adapter {name!r} has already been loaded from {self.adapters[name]}",
+                    "adapter_exists",
+                )
+            self.adapters[name] = folder
+        return f"Success: LoRA adapter '{name}' added successfully."
+
+    def unload_adapter(self, body) -> str:
+        """Forgets adapter ``body["lora_name"]``; returns the reply text.
+
+        Raises:
+            RequestError: The body is malformed or names no loaded adapter.
+        """
+        (name,) = _lora_fields(body, "lora_name")
+        with self._generate_lock:
+            if self.adapters.pop(name, None) is None:
+                raise RequestError(
+                    HTTPStatus.NOT_FOUND,
+                    f"the lora adapter {name!r} is not loaded",
+                    error_type="invalid_request_error",
+                    code="model_not_found",
+                )
+        return f"Success: LoRA adapter '{name}' removed successfully."
+
     def chat_completion(self, body) -> dict:
         """Answers one parsed ``/v1/chat/completions`` request body.
 
@@ -260,6 +305,24 @@ class ChatCompletionServer(ThreadingHTTPServer):
         }
 
 
+def _adapter_problem(name: str, folder: Path, *, base_model: str) -> str | None:
+    """Why ``folder`` cannot be served as adapter ``name``, or None."""
+    if name == base_model:
+        return f"adapter name {name!r} is also the base model's name"
+    if not (folder / "adapter_config.json").is_file():
+        return f"adapter {name!r}: {folder} is not a PEFT adapter folder"
+    return None
+
+
+def _lora_fields(body, *keys: str) -> list[str]:
+    if not isinstance(body, dict):
+        raise _bad_request("the request body must be a JSON object")
+    values = [body.get(key) for key in keys]
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise _bad_request(f"the body needs non-empty strings {', '.join(map(repr, keys))}")
+    return [v.strip() for v in values]
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ChatCompletionServer
     protocol_version = "HTTP/1.1"
@@ -271,13 +334,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(self._not_found())
 
     def do_POST(self):
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+        path = self.path.rstrip("/").removeprefix("/v1")
+        routes = {
+            "/chat/completions": self.server.chat_completion,
+            "/load_lora_adapter": self.server.load_adapter,
+            "/unload_lora_adapter": self.server.unload_adapter,
+        }
+        if path not in routes:
             self.close_connection = True  # the unread body would corrupt a kept-alive stream
             self._send_error(self._not_found())
             return
         try:
-            body = self._read_json()
-            self._send_json(HTTPStatus.OK, self.server.chat_completion(body))
+            reply = routes[path](self._read_json())
+            if isinstance(reply, str):
+                self._send(HTTPStatus.OK, reply.encode("utf-8"), "text/plain; charset=utf-8")
+            else:
+                self._send_json(HTTPStatus.OK, reply)
         except RequestError as e:
             self._send_error(e)
         except Exception as e:
@@ -294,8 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_found(self) -> RequestError:
         return RequestError(
             HTTPStatus.NOT_FOUND,
-            f"no route {self.command} {self.path}; this server offers "
-            "GET /v1/models and POST /v1/chat/completions",
+            f"no route {self.command} {self.path}; this server offers GET /v1/models, "
+            "POST /v1/chat/completions, /v1/load_lora_adapter and /v1/unload_lora_adapter",
             error_type="invalid_request_error",
             code="unknown_url",
         )
@@ -320,9 +392,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(error.status, payload)
 
     def _send_json(self, status: HTTPStatus, payload: dict) -> None:
-        data = json.dumps(payload).encode("utf-8")
+        self._send(status, json.dumps(payload).encode("utf-8"), "application/json")
+
+    def _send(self, status: HTTPStatus, data: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -93,6 +93,26 @@ def test_unknown_genome_is_a_clear_error(backend, genomes):
         )
 
 
+def test_new_genomes_are_loaded_into_the_server_by_path(hf_backend, genomes, base_shapes, tmp_path):
+    """What the loop does: genomes bred after the server started are served on first use."""
+    store = GenomeStore(tmp_path, base_model=BASE)
+    gen = torch.Generator().manual_seed(9)
+    child = store.save(random_weights(base_shapes, rank=4, std=0.03, generator=gen))
+    known_id, known = next(iter(genomes.items()))
+    reqs = [
+        GenerationRequest(prompt=PROMPTS[0], genome_id=child.id, adapter=store.path(child.id)),
+        GenerationRequest(prompt=PROMPTS[1], genome_id=known_id, adapter=known),
+    ]
+    with ChatCompletionServer(backend=hf_backend, base_model=BASE, adapters={known_id: known}) as s:
+        s.start()
+        loading = OpenAIBackend(base_url=s.url, base_model=BASE, load_adapters=True)
+        assert loading.generate(reqs, GREEDY) == hf_backend.generate(reqs, GREEDY)
+        assert s.adapters[child.id] == store.path(child.id).resolve()
+        assert loading.generate(reqs, GREEDY)  # already served: not loaded twice
+        plain = OpenAIBackend(base_url=s.url, base_model=BASE, max_retries=0)
+        assert plain.generate(reqs[:1], GREEDY)  # now served to every client
+
+
 def test_empty_batch_and_bad_settings(backend, server):
     assert backend.generate([], GREEDY) == []
     with pytest.raises(QdLlmError, match="max_workers"):

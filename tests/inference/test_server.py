@@ -1,6 +1,7 @@
 """The OpenAI-compatible server and client, over loopback, serving the real SmolLM2."""
 
 import json
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -65,7 +66,9 @@ def _post(url: str, data: bytes) -> tuple[int, dict]:
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            raw = response.read()
+            is_json = response.headers.get_content_type() == "application/json"
+            return response.status, json.loads(raw) if is_json else {"text": raw.decode()}
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
@@ -164,6 +167,32 @@ def test_unknown_route_is_404(server):
     status, reply = _post(server.url + "/v1/completions", b"{}")
     assert status == 404
     assert "/v1/chat/completions" in reply["error"]["message"]
+
+
+def test_adapters_load_and_unload_at_runtime_like_vllm(backend, adapter_dir, tmp_path):
+    with ChatCompletionServer(backend=backend, base_model=BASE) as server:
+        server.start()
+        client = _client(server, max_retries=0)
+        client.load_lora_adapter("late", str(adapter_dir))
+        client.load_lora_adapter("late", str(adapter_dir))  # same folder again: fine
+        assert client.list_models() == [BASE, "late"]
+        late = _client(server, model="late").chat([{"role": "user", "content": PROMPT}])
+        base = client.chat([{"role": "user", "content": PROMPT}])
+        assert late != base
+        copy = shutil.copytree(adapter_dir, tmp_path / "copy")
+        with pytest.raises(QdLlmError, match="already been loaded"):
+            client.load_lora_adapter("late", str(copy))
+        with pytest.raises(QdLlmError, match="not a PEFT adapter"):
+            client.load_lora_adapter("other", str(tmp_path))
+        with pytest.raises(QdLlmError, match="base model's name"):
+            client.load_lora_adapter(BASE, str(adapter_dir))
+        status, reply = _post(server.url + "/load_lora_adapter", b'{"lora_name": "x"}')
+        assert status == 400 and "lora_path" in reply["error"]["message"]
+        status, _ = _post(server.url + "/unload_lora_adapter", b'{"lora_name": "late"}')
+        assert status == 200
+        assert client.list_models() == [BASE]
+        status, reply = _post(server.url + "/unload_lora_adapter", b'{"lora_name": "late"}')
+        assert status == 404 and "not loaded" in reply["error"]["message"]
 
 
 def test_concurrent_requests_are_all_answered(server):
