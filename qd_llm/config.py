@@ -79,20 +79,28 @@ class GenomeConfig:
     """Where genomes start and how they are stored.
 
     Attributes:
+        form: ``lora`` (genomes are LoRA adapters, merged as low-rank updates)
+            or ``full`` (whole fine-tuned checkpoints merged as task vectors,
+            the paper's form; costs a full weight load per genome evaluated).
         seeds: ``"builtin"`` (the project's seed experts for the base model),
             ``"random:N"`` (N random rank-``rank`` adapters; for tests and
-            smoke runs), or a list of PEFT adapter folders.
-        rank: LoRA rank of every bred child.
+            smoke runs), or a list of folders: PEFT adapters or full Hugging
+            Face checkpoints of the base architecture. With ``form=lora`` a
+            full checkpoint joins as its rank-``rank`` LoRA (truncated SVD of
+            its task vector); with ``form=full`` an adapter joins merged.
+        rank: LoRA rank of every bred child (and of extracted full seeds).
         dtype: Storage dtype of adapters (``float32``, ``bfloat16``, ``float16``).
         random_std: Standard deviation of ``ΔW`` entries of random seeds.
     """
 
+    form: str = "lora"
     seeds: str | tuple[str, ...] = "builtin"
     rank: int = 8
     dtype: str = "float32"
     random_std: float = 0.004
 
     def __post_init__(self):
+        _require(self.form in ("lora", "full"), "genomes.form", "must be lora or full")
         _require(self.rank >= 1, "genomes.rank", "must be >= 1")
         _require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -194,13 +202,22 @@ class InferenceConfig:
     """Where generation runs.
 
     Attributes:
-        backend: ``hf`` (transformers + PEFT; ``vllm``, ``openai`` reserved).
+        backend: ``hf`` (transformers + PEFT in process), ``vllm`` (one vLLM
+            engine, every genome a LoRA request of one batch; needs the vLLM
+            environment, see README) or ``openai`` (an external
+            OpenAI-compatible server that serves each genome under its id).
         executor: ``local`` (in this process) or ``ray`` (generation and
             scoring on Ray actors; see :class:`RayConfig` and ``docs/ray.md``).
-        batch_size: Rows per generate call.
-        dtype: Compute dtype of the base model.
-        device: Torch device.
-        adapter_memory_mb: Memory budget for loaded adapters.
+        batch_size: Rows per generate call (hf).
+        dtype: Compute dtype of the base model (hf, vllm; ``bfloat16`` on GPUs).
+        device: Torch device (hf; vLLM picks its own).
+        adapter_memory_mb: Memory budget for loaded adapters (hf).
+        max_loras: Distinct adapters in one forward step (vllm).
+        max_model_len: Longest prompt plus completion in tokens (vllm).
+        gpu_memory_utilization: Share of GPU memory (CPU: of RAM) the engine
+            may take; 0 for the backend's default (vllm).
+        base_url: Server URL, empty for ``OPENAI_BASE_URL`` (openai).
+        max_workers: Concurrent requests (openai).
     """
 
     backend: str = "hf"
@@ -209,12 +226,24 @@ class InferenceConfig:
     dtype: str = "float32"
     device: str = "cpu"
     adapter_memory_mb: float = 2048.0
+    max_loras: int = 16
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.0
+    base_url: str = ""
+    max_workers: int = 8
 
     def __post_init__(self):
         _require(self.backend in BACKENDS, "inference.backend", f"must be one of {BACKENDS}")
         _require(self.executor in EXECUTORS, "inference.executor", f"must be one of {EXECUTORS}")
         _require(self.batch_size >= 1, "inference.batch_size", "must be >= 1")
         _require(self.adapter_memory_mb > 0, "inference.adapter_memory_mb", "must be > 0")
+        for key in ("max_loras", "max_model_len", "max_workers"):
+            _require(getattr(self, key) >= 1, f"inference.{key}", "must be >= 1")
+        _require(
+            0 <= self.gpu_memory_utilization < 1,
+            "inference.gpu_memory_utilization",
+            "must be in [0, 1) (0: the backend's default)",
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -356,6 +385,11 @@ class RunConfig:
             self.gibberish_filter in GIBBERISH_FILTERS,
             "gibberish_filter",
             f"must be one of {GIBBERISH_FILTERS}",
+        )
+        _require(
+            self.genomes.form == "lora" or self.inference.backend != "openai",
+            "genomes.form",
+            "full needs the hf or vllm backend (an OpenAI server cannot swap whole weights)",
         )
 
     def to_dict(self) -> dict:
@@ -506,14 +540,21 @@ def _nest_dotted(data: Mapping) -> dict:
     return nested
 
 
+# ``--set`` shorthands for the keys that switch where a run executes.
+OVERRIDE_SHORTHANDS = {"backend": "inference.backend", "executor": "inference.executor"}
+
+
 def parse_override(item: str) -> dict:
     """Parses one ``key=value`` override into a nested dict.
+
+    Keys in :data:`OVERRIDE_SHORTHANDS` (``backend=vllm``) stand for their
+    full dotted key.
 
     Raises:
         QdLlmError: ``item`` has no ``=`` or an empty key.
     """
     key, sep, text = item.partition("=")
-    key = key.strip()
+    key = OVERRIDE_SHORTHANDS.get(key.strip(), key.strip())
     if not sep or not key:
         raise QdLlmError(f"override {item!r} is not of the form key=value")
     try:

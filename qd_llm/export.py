@@ -10,6 +10,9 @@
         genome.json
         README.md                      model card
         merged/                        with merged=True: a full HF checkpoint
+
+A full-weight genome (``genomes.form=full``) is exported as its checkpoint
+(config, safetensors shards, tokenizer, ``genome.json``) instead.
 """
 
 import dataclasses
@@ -120,16 +123,22 @@ def export_elites(
             parents=list(info.parents),
             operator=info.operator,
             solved_tasks=[names.get(t, t) for t, ok in zip(task_ids, solved, strict=True) if ok],
-            merged=f"{folder}/{MERGED_DIR}" if merged else None,
+            # A full-weight genome already is a merged checkpoint.
+            merged=f"{folder}/{MERGED_DIR}" if merged and info.form == "lora" else None,
         )
         with atomic.directory(out / folder, overwrite=True) as tmp:
             source = snapshot.store.path(elite.genome_id)
-            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON):
-                shutil.copy2(source / name, tmp / name)
+            if info.form == "full":
+                for file in sorted(source.iterdir()):
+                    shutil.copy2(file, tmp / file.name)
+                _save_tokenizer(snapshot.base_model, tmp)
+            else:
+                for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON):
+                    shutil.copy2(source / name, tmp / name)
             (tmp / "README.md").write_text(
                 model_card(snapshot, entry, num_tasks=len(task_ids)), encoding="utf-8"
             )
-            if base is not None:
+            if base is not None and entry.merged:
                 base.merge(source, tmp / MERGED_DIR)
         exported.append(entry)
     atomic.write_json(
@@ -155,13 +164,21 @@ class _MergeBase:
 
     def merge(self, adapter: Path, out: Path) -> None:
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         # A fresh base per elite: merge_and_unload writes into the base weights.
         base = AutoModelForCausalLM.from_pretrained(self.path)
         model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
         model.save_pretrained(str(out))
-        AutoTokenizer.from_pretrained(self.path).save_pretrained(str(out))
+        _save_tokenizer(self.path, out)
+
+
+def _save_tokenizer(base_model: str, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from qd_llm.models.resolve import resolve_base_model
+
+    AutoTokenizer.from_pretrained(resolve_base_model(base_model)).save_pretrained(str(out))
 
 
 def _lineage_rows(snapshot: RunSnapshot, genome_id: str, *, depth: int = 3) -> list[str]:
@@ -190,15 +207,18 @@ def model_card(snapshot: RunSnapshot, entry: ExportedElite, *, num_tasks: int) -
     solved = "\n".join(f"- `{name}`" for name in entry.solved_tasks) or "- (none)"
     lineage = "\n".join(_lineage_rows(snapshot, entry.id))
     base = snapshot.base_model
+    full = snapshot.store.info(entry.id).form == "full"
+    kind, library = ("full-weight", "transformers") if full else ("LoRA", "peft")
+    usage = _full_usage() if full else _lora_usage(entry, base)
     return f"""---
-library_name: peft
+library_name: {library}
 base_model: {base}
-tags: [qd-llm, lora, quality-diversity]
+tags: [qd-llm, {"full-weights" if full else "lora"}, quality-diversity]
 ---
 
 # qd-llm elite `{entry.id}`
 
-A LoRA expert found by quality-diversity search (qd-llm, AC/DC) in run
+A {kind} expert found by quality-diversity search (qd-llm, AC/DC) in run
 `{snapshot.run.path.name}` after generation {snapshot.generation}.
 
 | | |
@@ -219,7 +239,11 @@ A LoRA expert found by quality-diversity search (qd-llm, AC/DC) in run
 |---|---|---|---|---|
 {lineage}
 
-## How to use
+{usage}"""
+
+
+def _lora_usage(entry: ExportedElite, base: str) -> str:
+    return f"""## How to use
 
 `BASE` is the base model `{base}`: a Hugging Face folder or hub id. For the
 built-in `smollm2-135m-instruct`, `qd-llm prepare` prints its local folder
@@ -259,3 +283,23 @@ lm_eval --model hf --model_args pretrained=BASE,peft=path/to/this/folder --tasks
         if entry.merged
         else ""
     )
+
+
+def _full_usage() -> str:
+    return """## How to use
+
+This folder is a complete Hugging Face checkpoint (the base architecture with
+this genome's weights) with the base model's tokenizer.
+
+transformers:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")
+```
+
+vLLM: `LLM(model="path/to/this/folder")`; lm-evaluation-harness:
+`lm_eval --model hf --model_args pretrained=path/to/this/folder --tasks TASKS`.
+"""

@@ -29,6 +29,7 @@ function of its config: resumed runs reproduce uninterrupted ones exactly.
 
 import logging
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +59,48 @@ _SEED_SPACE = 2**31
 
 def _unique(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
+
+
+# LoRA ranks vLLM accepts as max_lora_rank.
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
+
+
+def backend_kwargs(config: RunConfig) -> dict:
+    """Constructor arguments of the backend ``config.inference.backend`` names.
+
+    Raises:
+        QdLlmError: ``genomes.rank`` is larger than any LoRA rank vLLM accepts.
+    """
+    inference = config.inference
+    if inference.backend == "hf":
+        return dict(
+            base_model=config.base_model,
+            dtype=inference.dtype,
+            device=inference.device,
+            batch_size=inference.batch_size,
+            adapter_memory_mb=inference.adapter_memory_mb,
+        )
+    if inference.backend == "vllm":
+        max_rank = next((r for r in _VLLM_LORA_RANKS if r >= config.genomes.rank), None)
+        if max_rank is None:
+            raise QdLlmError(f"genomes.rank {config.genomes.rank} is above vLLM's largest, 512")
+        return dict(
+            base_model=config.base_model,
+            dtype=inference.dtype,
+            max_loras=inference.max_loras,
+            max_lora_rank=max_rank,
+            max_model_len=inference.max_model_len,
+            gpu_memory_utilization=inference.gpu_memory_utilization or None,
+            seed=config.seed,
+        )
+    # openai: children are bred during the run, so the server is told to load
+    # each new genome's adapter folder by path (a shared file system).
+    return dict(
+        base_model=config.base_model,
+        base_url=inference.base_url or None,
+        max_workers=inference.max_workers,
+        load_adapters=True,
+    )
 
 
 class Coevolution:
@@ -102,19 +145,8 @@ class Coevolution:
     @property
     def backend(self):
         if self._backend is None:
-            if self.config.inference.backend != "hf":
-                raise QdLlmError(
-                    f"inference.backend '{self.config.inference.backend}' is not available yet; "
-                    "use 'hf'"
-                )
             inference = self.config.inference
-            kwargs = dict(
-                base_model=self.config.base_model,
-                dtype=inference.dtype,
-                device=inference.device,
-                batch_size=inference.batch_size,
-                adapter_memory_mb=inference.adapter_memory_mb,
-            )
+            kwargs = backend_kwargs(self.config)
             if inference.executor == "ray":
                 from qd_llm.executors.ray_executor import RayBackend
 
@@ -129,9 +161,11 @@ class Coevolution:
                     num_cpus=r.num_cpus or None,
                 )
             else:
-                from qd_llm.inference.hf import HFBackend
+                from qd_llm.inference.registry import make_backend
 
-                self._backend = HFBackend(**kwargs, progress=self.config.progress)
+                if inference.backend in ("hf", "vllm"):
+                    kwargs["progress"] = self.config.progress
+                self._backend = make_backend(inference.backend, **kwargs)
         return self._backend
 
     @property
@@ -301,27 +335,63 @@ class Coevolution:
 
     def _seed_genomes(self) -> list[str]:
         c = self.config
+        if c.genomes.random_seed_count() and c.genomes.form == "lora":
+            return _unique(
+                [self.store.save(w, name=name).id for name, w in self._random_seeds().items()]
+            )
         if c.genomes.random_seed_count():
-            from qd_llm.models.lora import linear_shapes, random_weights
-
-            shapes = linear_shapes(self.backend.base)
-            generator = torch.Generator().manual_seed(c.seed)
-            ids = []
-            for i in range(c.genomes.random_seed_count()):
-                weights = random_weights(
-                    shapes, rank=c.genomes.rank, std=c.genomes.random_std, generator=generator
+            with tempfile.TemporaryDirectory() as scratch:
+                adapters = GenomeStore(scratch, base_model=c.base_model)
+                return _unique(
+                    [
+                        self.store.merge_adapter(adapters.path(adapters.save(w).id), name=name).id
+                        for name, w in self._random_seeds().items()
+                    ]
                 )
-                ids.append(self.store.save(weights, name=f"random{i}").id)
-            return _unique(ids)
         if c.genomes.seeds == "builtin":
             from qd_llm.models.seeds import seed_expert_folders
 
             folders = seed_expert_folders(base_model=c.base_model)
         else:
             folders = {Path(f).name: Path(f) for f in c.genomes.seeds}
-        return _unique(
-            [self.store.import_adapter(folders[name], name=name).id for name in sorted(folders)]
-        )
+        return _unique([self._import_seed(folders[name], name) for name in sorted(folders)])
+
+    def _random_seeds(self) -> dict:
+        """``random:N`` seeds: name -> LoRA weights, drawn from ``config.seed``."""
+        from qd_llm.models.lora import checkpoint_linear_shapes, random_weights
+        from qd_llm.models.resolve import resolve_base_model
+
+        c = self.config
+        shapes = checkpoint_linear_shapes(resolve_base_model(c.base_model))
+        generator = torch.Generator().manual_seed(c.seed)
+        return {
+            f"random{i}": random_weights(
+                shapes, rank=c.genomes.rank, std=c.genomes.random_std, generator=generator
+            )
+            for i in range(c.genomes.random_seed_count())
+        }
+
+    def _import_seed(self, folder: Path, name: str) -> str:
+        """Stores a seed adapter or checkpoint in the run's genome form; returns its id."""
+        from qd_llm.models.full_weights import extract_lora_from_checkpoint, is_full_checkpoint
+
+        if not folder.is_dir():
+            raise QdLlmError(f"seed genome folder {folder} does not exist")
+        full = is_full_checkpoint(folder)
+        if self.config.genomes.form == "full":
+            if full:
+                return self.store.import_checkpoint(folder, name=name).id
+            return self.store.merge_adapter(folder, name=name).id
+        if full:
+            from qd_llm.models.resolve import resolve_base_model
+
+            weights = extract_lora_from_checkpoint(
+                folder,
+                base_folder=resolve_base_model(self.config.base_model),
+                rank=self.config.genomes.rank,
+            )
+            return self.store.save(weights, name=name, params={"extracted_from": str(folder)}).id
+        return self.store.import_adapter(folder, name=name).id
 
     def _generation_zero(self, timings: dict) -> dict:
         c = self.config
@@ -388,6 +458,19 @@ class Coevolution:
     def _breed(self, recipes: Sequence[Recipe], *, generation: int) -> tuple[list[str], float]:
         """Applies recipes; returns the children's ids (unique, in recipe order)."""
         t = time.perf_counter()
+        if self.config.genomes.form == "full":
+            # Task vectors streamed tensor by tensor from the parents' files.
+            children = [
+                self.store.breed_full(
+                    recipe.operator,
+                    recipe.parents,
+                    generator=recipe.seed,
+                    generation=generation,
+                    **recipe.params,
+                ).id
+                for recipe in recipes
+            ]
+            return children, time.perf_counter() - t
         parents = {p: self.store.load(p) for r in recipes for p in sorted(set(r.parents))}
         children = []
         for recipe in recipes:

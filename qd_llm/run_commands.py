@@ -31,7 +31,9 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set population.size=8 (repeatable)",
+        help="override a config key, e.g. --set population.size=8 (repeatable); "
+        "--set backend=vllm and --set executor=ray are short for inference.backend "
+        "and inference.executor",
     )
     run.add_argument(
         "--out",

@@ -25,3 +25,14 @@ def base_shapes(hf_backend):
     from qd_llm.models.lora import linear_shapes
 
     return linear_shapes(hf_backend.base)
+
+
+@pytest.fixture(scope="module")
+def world_readable(tmp_path_factory):
+    """A temporary folder for run directories that sandboxed task code can read.
+
+    Task code runs as another uid (nobody), so the tasks in it must be readable.
+    """
+    root = tmp_path_factory.mktemp("runs")
+    root.chmod(0o755)
+    return root

@@ -53,6 +53,11 @@ def test_overrides_file_and_roundtrip(tmp_path):
         ("population.size=0", "population.size"),
         ("tasks.easy_threshold=1.5", "tasks.easy_threshold"),
         ("inference.backend=tpu", "inference.backend"),
+        ("backend=tpu", "inference.backend"),
+        ("executor=slurm", "inference.executor"),
+        ("inference.max_loras=0", "inference.max_loras"),
+        ("inference.gpu_memory_utilization=1.5", "inference.gpu_memory_utilization"),
+        ("genomes.form=dense", "genomes.form"),
         ("operators.nope.x=1", "operators.nope"),
         ("operators.slerp.q=1", "operators.slerp"),
         ("genomes.seeds=random:zero", "genomes.seeds"),
@@ -72,3 +77,19 @@ def test_unknown_preset_and_malformed_override():
     with pytest.raises(QdLlmError, match="key=value"):
         load_config(overrides=["population.size"])
     assert set(PRESETS) == {"demo", "paper"}
+
+
+def test_backend_and_executor_shorthands_and_backend_arguments():
+    from qd_llm.loop import backend_kwargs
+
+    c = load_config(overrides=["backend=vllm", "executor=ray", "genomes.rank=24"])
+    assert (c.inference.backend, c.inference.executor) == ("vllm", "ray")
+    kwargs = backend_kwargs(c)
+    assert kwargs["max_lora_rank"] == 32  # the next rank vLLM accepts
+    assert kwargs["gpu_memory_utilization"] is None  # 0: the engine's default
+    assert "batch_size" not in kwargs
+    assert backend_kwargs(load_config())["batch_size"] == 32
+    served = backend_kwargs(load_config(overrides=["backend=openai", "inference.base_url=x"]))
+    assert served["base_url"] == "x" and served["load_adapters"]
+    with pytest.raises(QdLlmError, match="512"):
+        backend_kwargs(load_config(overrides=["backend=vllm", "genomes.rank=600"]))

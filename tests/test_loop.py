@@ -46,15 +46,8 @@ def _run_args(out: Path):
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    root.chmod(0o755)  # sandboxed task code runs as another uid and must read the tasks
-    return root
-
-
-@pytest.fixture(scope="module")
-def finished_run(runs_root):
-    out = runs_root / "whole"
+def finished_run(world_readable):
+    out = world_readable / "whole"
     done = subprocess.run(_command(*_run_args(out)), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"run directory: {out}" in done.stdout
@@ -107,8 +100,8 @@ def test_evaluations_are_cached_across_processes(finished_run):
     assert evaluator.skills(genomes, [t.task_id for t in tasks]).shape == (len(genomes), len(tasks))
 
 
-def test_killed_run_resumes_to_identical_metrics(finished_run, runs_root):
-    out = runs_root / "killed"
+def test_killed_run_resumes_to_identical_metrics(finished_run, world_readable):
+    out = world_readable / "killed"
     process = subprocess.Popen(
         _command(*_run_args(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -14,7 +14,13 @@ Adapter loading is counted on both sides. The ratio is naive / batched wall time
 (:class:`~qd_llm.inference.vllm_backend.VLLMBackend`; engine start-up is
 reported but not timed, like the hf model load). Its ``ratio`` is naive / vLLM
 wall time; ``vllm_vs_hf_batched`` is hf batched / vLLM, and ``vllm_identical``
-the share of vLLM completions identical to the hf ones.
+the share of vLLM completions identical to the hf ones. It also times the
+reference code's approach on the same engine: each genome merged into a full
+checkpoint (``full_swap_merge_seconds``, not in the ratio) and generated after
+swapping the engine's weights to it (``full_swap_seconds``, one
+``reload_weights`` per genome); ``vllm_vs_full_swap`` is full swap / vLLM
+multi-LoRA, and ``full_swap_identical`` the share of completions equal to the
+multi-LoRA ones.
 """
 
 import argparse
@@ -97,7 +103,7 @@ def run(args) -> dict:
         naive_s = time.perf_counter() - start
 
         if args.backend == "vllm":
-            vllm_result = _run_vllm(args, requests, config, reference=batched)
+            vllm_result = _run_vllm(args, requests, config, reference=batched, store=store)
 
     tokenizer = backend.tokenizer
     tokens = sum(len(tokenizer(t, add_special_tokens=False).input_ids) for t in batched)
@@ -123,12 +129,19 @@ def run(args) -> dict:
             batched_ratio=result["ratio"],
             ratio=round(naive_s / vllm_s, 2),
             vllm_vs_hf_batched=round(batched_s / vllm_s, 2),
+            vllm_vs_full_swap=round(vllm_result["full_swap_seconds"] / vllm_s, 2),
         )
     return result
 
 
-def _run_vllm(args, requests, config, *, reference: list[str]) -> dict:
-    """Times one vLLM ``generate`` over ``requests``; compares with ``reference``."""
+def _run_vllm(args, requests, config, *, reference: list[str], store) -> dict:
+    """Times vLLM multi-LoRA and full-weight swapping over ``requests``.
+
+    Multi-LoRA is one ``generate`` over every request; full swapping merges each
+    genome of ``store`` into a full checkpoint first (timed apart), then
+    generates every request on its genome's checkpoint.
+    """
+    from qd_llm.inference.base import GenerationRequest
     from qd_llm.inference.registry import make_backend
 
     start = time.perf_counter()
@@ -139,14 +152,36 @@ def _run_vllm(args, requests, config, *, reference: list[str]) -> dict:
         outputs = backend.generate(requests, config)
         vllm_s = time.perf_counter() - start
         tokens = sum(len(backend.tokenizer(t, add_special_tokens=False).input_ids) for t in outputs)
+
+        start = time.perf_counter()
+        merged = {
+            g: store.path(store.merge_adapter(store.path(g)).id)
+            for g in dict.fromkeys(r.genome_id for r in requests)
+        }
+        merge_s = time.perf_counter() - start
+        full_requests = [
+            GenerationRequest(
+                prompt=r.prompt, genome_id=f"full-{r.genome_id}", adapter=merged[r.genome_id]
+            )
+            for r in requests
+        ]
+        start = time.perf_counter()
+        swapped = backend.generate(full_requests, config)
+        swap_s = time.perf_counter() - start
     finally:
         backend.close()
-    identical = sum(a == b for a, b in zip(outputs, reference, strict=True))
+
+    def share_equal(a, b) -> float:
+        return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 3)
+
     return {
         "vllm_device": backend.device,
         "vllm_engine_start_seconds": round(start_s, 1),
         "vllm_seconds": round(vllm_s, 3),
         "vllm_generated_tokens": tokens,
         "vllm_tokens_per_s": round(tokens / vllm_s, 2),
-        "vllm_identical": round(identical / len(requests), 3),
+        "vllm_identical": share_equal(outputs, reference),
+        "full_swap_merge_seconds": round(merge_s, 3),
+        "full_swap_seconds": round(swap_s, 3),
+        "full_swap_identical": share_equal(swapped, outputs),
     }

@@ -32,7 +32,6 @@ Example::
 """
 
 import contextlib
-import functools
 import logging
 import socket
 from collections.abc import Sequence
@@ -313,22 +312,6 @@ class RayBackend(Backend):
             num_cpus=num_cpus,
             startup_seconds=startup_seconds,
         )
-
-    @functools.cached_property
-    def base(self):
-        """The base model's architecture on the meta device: shapes, no weights.
-
-        Enough for shape queries (:func:`~qd_llm.models.lora.linear_shapes`,
-        used to draw random seed genomes) without a copy of the weights here.
-        """
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        from qd_llm.models.resolve import resolve_base_model
-
-        config = AutoConfig.from_pretrained(resolve_base_model(self.base_model_name))
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config)
 
     @property
     def nodes(self) -> list[str]:

@@ -1,8 +1,9 @@
 """The interface every inference backend implements.
 
 A backend turns many (genome, prompt) requests into completions in as few
-batched passes as it can. Genomes are LoRA adapter folders (see
-:mod:`qd_llm.models.genome`); ``adapter=None`` means the bare base model.
+batched passes as it can. Genomes are LoRA adapter folders or full
+checkpoints of the base architecture (see :mod:`qd_llm.models.genome`);
+``adapter=None`` means the bare base model.
 """
 
 import abc
@@ -46,8 +47,9 @@ class GenerationRequest:
 
     Attributes:
         prompt: The user message (the chat template is applied by the backend).
-        genome_id: A stable name for the adapter (its content hash); None for base.
-        adapter: The PEFT adapter folder; None for the base model.
+        genome_id: A stable name for the genome (its content hash); None for base.
+        adapter: The genome's folder (a PEFT adapter, or a full checkpoint
+            where the backend supports them); None for the base model.
     """
 
     prompt: str

@@ -9,6 +9,16 @@ a handful of forward passes instead of one model load per genome.
 Adapters are loaded once and kept in an LRU cache bounded by a memory budget;
 the least recently used are deleted from the model when the budget is
 exceeded.
+
+Full-weight genomes — a request whose folder is a whole checkpoint of the base
+architecture rather than a LoRA adapter (see
+:mod:`qd_llm.models.full_weights`) — cannot share a batch with anything else:
+after the LoRA and base rows, each full genome's rows are generated on their
+own with its weights copied into the base model in place, tensor by tensor,
+and the base weights are copied back from the base checkpoint at the end of
+the call. That costs one full weight load per full genome per ``generate``
+call plus one to restore the base (about a second per load for SmolLM2 on a
+CPU), so pass all of a genome's requests in one call.
 """
 
 import collections
@@ -21,11 +31,13 @@ import torch
 
 from qd_llm.errors import QdLlmError
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
+from qd_llm.models.full_weights import Checkpoint, is_full_checkpoint
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in mixed batches
+_MIXED_WEIGHTS = Path("<partially loaded weights>")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -98,6 +110,11 @@ class HFBackend(Backend):
         self.base, self.tokenizer = load_base_model(base_model, dtype=dtype, device=device)
         self.model = self.base  # becomes a PeftModel once an adapter is loaded
         self._loaded: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # Checkpoint names of the base parameters, taken before PEFT wraps the model
+        # (a wrapped projection's weight moves to ``...q_proj.base_layer.weight``,
+        # but the Parameter objects stay the same). Tied weights appear once.
+        self._parameters = dict(self.base.named_parameters())
+        self._weights: Path | None = None  # the full-weight genome loaded in place, if any
 
     # -- adapters ---------------------------------------------------------------
 
@@ -137,6 +154,37 @@ class HFBackend(Backend):
             del self._loaded[victim]
             logger.debug("evicted adapter %s", victim)
 
+    # -- full-weight genomes ----------------------------------------------------
+
+    @torch.no_grad()
+    def _load_weights(self, folder: Path | None) -> None:
+        """Copies a full checkpoint's tensors (``None``: the base's) into the model in place.
+
+        Names and shapes are checked from the headers before any weight is
+        touched; then one tensor at a time is read and copied.
+        """
+        if folder == self._weights:
+            return
+        checkpoint = Checkpoint(folder or resolve_base_model(self.base_model_name))
+        layout = checkpoint.layout()
+        names = set(layout)
+        if names != set(self._parameters):
+            odd = sorted(names ^ set(self._parameters))[0]
+            raise QdLlmError(f"{checkpoint.folder} does not fit the base model: tensor {odd}")
+        for name, spec in layout.items():
+            if spec.shape != tuple(self._parameters[name].shape):
+                raise QdLlmError(
+                    f"{checkpoint.folder}: tensor {name} has shape {spec.shape}, "
+                    f"the base model's {tuple(self._parameters[name].shape)}"
+                )
+        logger.info("loading weights from %s", checkpoint.folder)
+        # Until the copy completes the weights are a mix; a failure halfway must
+        # not let the next load believe they are already right.
+        self._weights = _MIXED_WEIGHTS
+        for name in checkpoint:
+            self._parameters[name].copy_(checkpoint[name])
+        self._weights = folder
+
     # -- generation -------------------------------------------------------------
 
     def generate(
@@ -144,41 +192,58 @@ class HFBackend(Backend):
     ) -> list[str]:
         """Generates one completion per request, batching across genomes.
 
-        Each batch mixes whichever genomes its rows need; its adapters are
-        pinned in memory while it runs.
+        Each batch mixes whichever LoRA genomes (and base rows) its rows need;
+        its adapters are pinned in memory while it runs. Full-weight genomes
+        follow, one at a time, with their weights loaded in place; the base
+        weights are back when this returns.
         """
         if not requests:
             return []
         texts = [chat_prompt(self.tokenizer, r.prompt, config.system_prompt) for r in requests]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        # Rows of one genome sit together (PEFT runs one LoRA matmul per distinct
-        # adapter in a batch, so fewer adapters per batch is faster), shortest first.
-        order = sorted(
-            range(len(requests)), key=lambda i: (requests[i].genome_id or "", lengths[i])
-        )
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        groups: dict[Path | None, list[int]] = collections.defaultdict(list)
+        for i, r in enumerate(requests):
+            full = r.adapter is not None and is_full_checkpoint(r.adapter)
+            groups[Path(r.adapter) if full else None].append(i)
         outputs: list[str | None] = [None] * len(requests)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(requests), desc="generate", unit="req", leave=False)
-        for batch_index, batch in enumerate(batches):
-            for i, text in zip(
-                batch,
-                self._generate_batch(
-                    [requests[i] for i in batch],
-                    [texts[i] for i in batch],
-                    config,
-                    seed=config.seed + batch_index,
-                ),
-                strict=True,
-            ):
-                outputs[i] = text
+        batch_index = 0
+        try:
+            for folder in sorted(groups, key=lambda f: (f is not None, str(f))):
+                self._load_weights(folder)
+                # Rows of one genome sit together (PEFT runs one LoRA matmul per
+                # distinct adapter in a batch, so fewer per batch is faster), shortest first.
+                order = sorted(
+                    groups[folder], key=lambda i: (requests[i].genome_id or "", lengths[i])
+                )
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    # A full genome's rows run as base rows over its loaded weights.
+                    batch_requests = [
+                        requests[i]
+                        if folder is None
+                        else GenerationRequest(prompt=requests[i].prompt)
+                        for i in batch
+                    ]
+                    completions = self._generate_batch(
+                        batch_requests,
+                        [texts[i] for i in batch],
+                        config,
+                        seed=config.seed + batch_index,
+                    )
+                    for i, text in zip(batch, completions, strict=True):
+                        outputs[i] = text
+                    batch_index += 1
+                    if bar is not None:
+                        bar.update(len(batch))
+        finally:
+            self._load_weights(None)
             if bar is not None:
-                bar.update(len(batch))
-        if bar is not None:
-            bar.close()
+                bar.close()
         return outputs  # type: ignore[return-value]
 
     @torch.inference_mode()

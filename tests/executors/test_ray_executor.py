@@ -5,15 +5,13 @@ is compared with what the local backend and sandbox pool return for the same
 inputs, and a tiny loop run on Ray must reproduce a local run's metrics.
 """
 
-import json
-
 import pytest
 
 ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
+from _tiny_loop import eval_records, run_tiny_loop  # noqa: E402
 
-from qd_llm.config import load_config  # noqa: E402
 from qd_llm.errors import QdLlmError  # noqa: E402
 from qd_llm.executors.ray_executor import (  # noqa: E402
     RayBackend,
@@ -73,13 +71,6 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def world_readable(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray")
-    root.chmod(0o755)  # sandboxed task code runs as another uid and must read the tasks
-    return root
-
-
 # --- sharding ----------------------------------------------------------------------------
 
 
@@ -130,13 +121,6 @@ def test_ray_backend_equals_the_local_backend(ray_backend, hf_backend, requests_
     assert ray_backend.generate(requests_[::-1], GREEDY) == local[::-1]
     assert ray_backend.generate([], GREEDY) == []
     assert len(ray_backend.nodes) == 2
-
-
-def test_ray_backend_exposes_base_shapes_without_weights(ray_backend, base_shapes):
-    from qd_llm.models.lora import linear_shapes
-
-    assert linear_shapes(ray_backend.base) == base_shapes
-    assert next(ray_backend.base.parameters()).device.type == "meta"
 
 
 def test_dead_inference_actor_is_a_clear_error(cluster, requests_):
@@ -232,38 +216,10 @@ def test_hostile_task_scores_zero_and_the_pool_keeps_working(ray_pool, local_poo
 
 # --- the loop ------------------------------------------------------------------------------
 
-TINY = [
-    "seed=5",
-    "genomes.seeds=random:2",
-    "population.size=2",
-    "population.offspring=1",
-    "population.generations=2",
-    "tasks.adapt_every=1",
-    "tasks.initial_tasks=2",
-    "tasks.instances_per_task=2",
-    "tasks.new_task_attempts=1",
-    "decoding.max_new_tokens=4",
-    "sandbox.workers=1",
-    "progress=false",
-    "heatmap=false",
-    'operators={"linear": {"parents": 2}, "gaussian": {"parents": 1, "scale": 0.002}}',
-]
-
 
 def _run_loop(root, executor: str) -> RunDir:
-    from qd_llm.loop import Coevolution
-
     ray_keys = ["ray.actors=2", "ray.sandbox_actors=2", f"ray.cpus_per_actor={ACTOR_CPUS}"]
-    config = load_config(
-        preset="demo", overrides=[*TINY, f"inference.executor={executor}", *ray_keys]
-    )
-    run = RunDir.create(root / executor, config.to_dict())
-    loop = Coevolution(config, run)
-    try:
-        loop.run_generations()
-    finally:
-        loop.close()
-    return run
+    return run_tiny_loop(root, executor, [f"inference.executor={executor}", *ray_keys])
 
 
 def test_loop_on_ray_matches_the_local_loop(cluster, world_readable):
@@ -277,10 +233,7 @@ def test_loop_on_ray_matches_the_local_loop(cluster, world_readable):
     assert rows[1]["task_adaptation"]["attempts"] == 1
     assert [without_timings(r) for r in rows] == [without_timings(r) for r in local.metrics()]
 
-    def records(run):
-        return [json.loads(line) for line in run.evals_path.read_text().splitlines()]
-
-    assert records(remote) == records(local)  # same completions, extractions and scores
+    assert eval_records(remote) == eval_records(local)  # same completions, extractions and scores
     assert sorted(p.name for p in remote.genomes_dir.iterdir()) == sorted(
         p.name for p in local.genomes_dir.iterdir()
     )

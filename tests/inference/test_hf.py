@@ -1,7 +1,10 @@
-"""The hf backend on the real SmolLM2: greedy, mixed batches, PEFT interop."""
+"""The hf backend on the real SmolLM2: greedy, mixed batches, PEFT interop, full weights."""
 
+import pytest
 import torch
+from safetensors.torch import save_file
 
+from qd_llm.errors import QdLlmError
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import random_weights
@@ -115,3 +118,43 @@ def test_adapters_are_evicted_beyond_the_memory_budget(hf_backend, base_shapes, 
         assert set(infos[i].id for i in range(3)) <= set(hf_backend.loaded_adapters)
     finally:
         hf_backend.adapter_memory_mb = old_budget
+
+
+@pytest.fixture(scope="module")
+def lora_and_merged(base_shapes, tmp_path_factory):
+    """A LoRA genome that changes answers and the same genome merged into full weights."""
+    store = GenomeStore(tmp_path_factory.mktemp("full"), base_model="smollm2-135m-instruct")
+    generator = torch.Generator().manual_seed(0)
+    lora = store.save(random_weights(base_shapes, rank=4, std=0.03, generator=generator))
+    return store, lora, store.merge_adapter(store.path(lora.id))
+
+
+def test_full_genome_answers_like_its_lora_and_the_base_weights_come_back(
+    hf_backend, lora_and_merged
+):
+    store, lora, full = lora_and_merged
+    base_requests = [GenerationRequest(prompt=p) for p in PROMPTS]
+    before = hf_backend.generate(base_requests, GREEDY)
+    # One call mixing base, LoRA and full-weight rows.
+    mixed = hf_backend.generate(_requests(store, [lora, full], PROMPTS), GREEDY)
+    n = len(PROMPTS)
+    base_rows, lora_rows, full_rows = mixed[:n], mixed[n : 2 * n], mixed[2 * n :]
+    assert base_rows == before
+    # W + B·A and W·x + B·(A·x) round differently; a rare flipped token is allowed.
+    assert sum(f == lo for f, lo in zip(full_rows, lora_rows, strict=True)) >= n - 1
+    assert full_rows != before
+    assert hf_backend.generate(base_requests, GREEDY) == before
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_before_touching_weights(hf_backend, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    save_file({"model.norm.weight": torch.zeros(576)}, str(folder / "model.safetensors"))
+    request = GenerationRequest(prompt=PROMPTS[2])
+    before = hf_backend.generate([request], GREEDY)
+    with pytest.raises(QdLlmError, match="does not fit the base model"):
+        hf_backend.generate(
+            [GenerationRequest(prompt=PROMPTS[2], genome_id="bad", adapter=folder)], GREEDY
+        )
+    assert hf_backend.generate([request], GREEDY) == before

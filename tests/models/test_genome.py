@@ -87,3 +87,16 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
         GenomeStore(tmp_path, base_model="b").info("deadbeef")
     with pytest.raises(QdLlmError, match="not a PEFT adapter"):
         load_adapter_weights(tmp_path)
+
+
+def test_genome_json_without_form_reads_as_lora(tmp_path):
+    store = GenomeStore(tmp_path, base_model="base")
+    info = store.save(_weights())
+    assert info.form == "lora"
+    path = store.path(info.id) / "genome.json"
+    old = json.loads(path.read_text())
+    del old["form"]  # written before full-weight genomes existed
+    path.write_text(json.dumps(old))
+    assert store.info(info.id).form == "lora"
+    assert not store.is_full(info.id)
+    assert set(store.load(info.id)) == set(SHAPES)
