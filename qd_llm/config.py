@@ -91,6 +91,11 @@ class GenomeConfig:
         rank: LoRA rank of every bred child (and of extracted full seeds).
         dtype: Storage dtype of adapters (``float32``, ``bfloat16``, ``float16``).
         random_std: Standard deviation of ``ΔW`` entries of random seeds.
+        keep_weights: ``all`` genomes' weights, or only ``live`` ones: the
+            population, the niche-map elites and the seeds (others keep their
+            ``genome.json``, so lineage and plots are whole, and are stored
+            again if bred again). ``auto``: ``live`` for full-weight genomes
+            (hundreds of MB each), ``all`` for LoRA genomes.
     """
 
     form: str = "lora"
@@ -98,9 +103,15 @@ class GenomeConfig:
     rank: int = 8
     dtype: str = "float32"
     random_std: float = 0.004
+    keep_weights: str = "auto"
 
     def __post_init__(self):
         _require(self.form in ("lora", "full"), "genomes.form", "must be lora or full")
+        _require(
+            self.keep_weights in ("auto", "all", "live"),
+            "genomes.keep_weights",
+            "must be auto, all or live",
+        )
         _require(self.rank >= 1, "genomes.rank", "must be >= 1")
         _require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -115,6 +126,12 @@ class GenomeConfig:
             )
         else:
             _require(len(self.seeds) >= 1, "genomes.seeds", "the list of folders is empty")
+
+    def keeps_only_live_weights(self) -> bool:
+        """Whether weights of genomes that left the population and map are dropped."""
+        if self.keep_weights == "auto":
+            return self.form == "full"
+        return self.keep_weights == "live"
 
     def random_seed_count(self) -> int:
         """N of ``"random:N"`` (0 for other seed sources)."""

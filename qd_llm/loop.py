@@ -320,6 +320,8 @@ class Coevolution:
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 self.run.append_metrics(row)
                 self.run.save_checkpoint(self.generation, self.state_dict())
+                if self.config.genomes.keeps_only_live_weights():
+                    self._drop_dead_weights()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(tasks=row["num_tasks"], best=f"{row['best_fitness']:.2f}")
@@ -489,6 +491,17 @@ class Coevolution:
             )
             children.append(info.id)
         return children, time.perf_counter() - t
+
+    def _drop_dead_weights(self) -> None:
+        """Drops the weights of genomes neither in the population, the map nor seeds.
+
+        Runs only after a checkpoint is saved, so whatever a resume can need
+        (the checkpoint's population and elites) is always kept.
+        """
+        live = set(self.population) | {e.genome_id for e in self.niche.elites()}
+        for genome_id in self.store.ids(with_weights=True):
+            if genome_id not in live and self.store.info(genome_id).parents:
+                self.store.drop_weights(genome_id)
 
     def _valid(self, genome_ids: Sequence[str], keep: Sequence[str] = ()) -> list[str]:
         if self.config.gibberish_filter == "off":

@@ -48,14 +48,21 @@ def test_full_weight_run_breeds_checkpoints_and_exports_them(world_readable, loc
     from qd_llm.export import export_elites
     from qd_llm.models.full_weights import is_full_checkpoint
     from qd_llm.models.genome import GenomeStore
+    from qd_llm.snapshot import RunSnapshot
 
     run = run_tiny_loop(world_readable, "full", ["genomes.form=full"])
     assert [r["generation"] for r in run.metrics()] == [0, 1, 2]
     store = GenomeStore(run.genomes_dir, base_model="smollm2-135m-instruct")
     infos = [store.info(g) for g in store.ids()]
-    assert all(i.form == "full" and is_full_checkpoint(store.path(i.id)) for i in infos)
+    assert all(i.form == "full" for i in infos)
+    assert all(is_full_checkpoint(store.path(g)) for g in store.ids(with_weights=True))
     children = [i for i in infos if i.parents]
     assert children and all("seed" in i.params for i in children)
+    # keep_weights=auto keeps only live full genomes' weights: population, map, seeds.
+    snapshot = RunSnapshot(run.path)
+    live = set(snapshot.population) | {e.genome_id for e in snapshot.elites()}
+    for info in infos:
+        assert store.has_weights(info.id) == (info.id in live or not info.parents)
     assert {i.operator for i in children} <= {"linear", "gaussian"}
 
     # The seeds are the LoRA run's random seeds merged into the base: same answers.

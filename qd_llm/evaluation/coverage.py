@@ -163,10 +163,11 @@ class CoverageData:
 
 
 def select_genomes(snapshot: RunSnapshot, which: str) -> list[str]:
-    """Taskforce candidates: ``all`` stored genomes, or the ``final`` population plus
-    niche-map elites (the run's seed experts are evaluated as a baseline either way)."""
+    """Taskforce candidates: ``all`` stored genomes whose weights were kept (see
+    ``genomes.keep_weights``), or the ``final`` population plus niche-map elites
+    (the run's seed experts are evaluated as a baseline either way)."""
     if which == "all":
-        return snapshot.store.ids()
+        return snapshot.store.ids(with_weights=True)
     if which == "final":
         return sorted(set(snapshot.population) | {e.genome_id for e in snapshot.elites()})
     raise QdLlmError(f"--genomes must be one of {GENOME_SELECTIONS}, got {which!r}")

@@ -163,9 +163,32 @@ class GenomeStore:
     def __contains__(self, genome_id: str) -> bool:
         return (self.path(genome_id) / GENOME_JSON).exists()
 
-    def ids(self) -> list[str]:
-        """Every stored genome id, sorted."""
-        return sorted(p.parent.name for p in self.root.glob(f"*/{GENOME_JSON}"))
+    def ids(self, *, with_weights: bool = False) -> list[str]:
+        """Every stored genome id, sorted; only those whose weights are kept if asked."""
+        ids = sorted(p.parent.name for p in self.root.glob(f"*/{GENOME_JSON}"))
+        return [g for g in ids if self.has_weights(g)] if with_weights else ids
+
+    def has_weights(self, genome_id: str) -> bool:
+        """Whether ``genome_id``'s weights are stored (see :meth:`drop_weights`)."""
+        folder = self.path(genome_id)
+        return (folder / ADAPTER_WEIGHTS).exists() or is_full_checkpoint(folder)
+
+    def drop_weights(self, genome_id: str) -> None:
+        """Deletes ``genome_id``'s weights and keeps its ``genome.json``.
+
+        Lineage, plots and cached evaluations need only the record; saving the
+        same weights again (a child bred twice) stores them again. The files
+        that mark a genome as having weights go first, so an interrupted drop
+        never leaves a genome that looks complete but is not.
+        """
+        folder = self.path(genome_id)
+        markers = [folder / ADAPTER_WEIGHTS, folder / "config.json"]
+        rest = sorted(f for f in folder.iterdir() if f.name != GENOME_JSON and f not in markers)
+        for file in [*markers, *rest]:
+            if file.is_dir():
+                shutil.rmtree(file)
+            else:
+                file.unlink(missing_ok=True)
 
     def __iter__(self) -> Iterator[GenomeInfo]:
         return (self.info(i) for i in self.ids())
@@ -191,9 +214,9 @@ class GenomeStore:
         padded = {m: pad_rank(f, rank) for m, f in weights.items()}
         state = weights_to_state_dict(padded, self.dtype)
         genome_id = content_hash(state)
-        if genome_id in self:
+        if genome_id in self and self.has_weights(genome_id):
             return self.info(genome_id)
-        info = self._new_info(
+        info = self._existing_or_new_info(
             genome_id,
             form="lora",
             rank=rank,
@@ -212,13 +235,13 @@ class GenomeStore:
             task_type="CAUSAL_LM",
             base_model_name_or_path=self.base_model,
         )
-        with atomic.directory(self.path(genome_id)) as tmp:
+        with atomic.directory(self.path(genome_id), overwrite=True) as tmp:
             save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
             config.save_pretrained(str(tmp))
             _write_info(tmp, info)
         return info
 
-    def _new_info(
+    def _existing_or_new_info(
         self,
         genome_id: str,
         *,
@@ -230,6 +253,9 @@ class GenomeStore:
         generation: int,
         name: str,
     ) -> GenomeInfo:
+        """The stored record of a genome whose weights were dropped, else a new one."""
+        if genome_id in self:
+            return self.info(genome_id)
         return GenomeInfo(
             id=genome_id,
             form=form,
@@ -328,9 +354,9 @@ class GenomeStore:
             genome_id = write_checkpoint(
                 self._conforming(tensors), staging, config_from=self.base_folder
             )
-            if genome_id in self:
+            if genome_id in self and self.has_weights(genome_id):
                 return self.info(genome_id)
-            info = self._new_info(
+            info = self._existing_or_new_info(
                 genome_id,
                 form="full",
                 rank=0,
@@ -340,7 +366,7 @@ class GenomeStore:
                 generation=generation,
                 name=name,
             )
-            with atomic.directory(self.path(genome_id)) as tmp:
+            with atomic.directory(self.path(genome_id), overwrite=True) as tmp:
                 for child in staging.iterdir():
                     child.rename(tmp / child.name)
                 _write_info(tmp, info)

@@ -44,6 +44,24 @@ def test_id_is_content_hash(tmp_path):
     assert len(store.ids()) == 2
 
 
+def test_dropped_weights_keep_the_record_and_come_back_when_saved_again(tmp_path):
+    store = GenomeStore(tmp_path, base_model="base")
+    kept, dropped = store.save(_weights(0)), store.save(_weights(1), parents=("x",), generation=2)
+    store.drop_weights(dropped.id)
+    assert [p.name for p in store.path(dropped.id).iterdir()] == ["genome.json"]
+    assert not store.has_weights(dropped.id) and store.has_weights(kept.id)
+    assert store.ids() == sorted([kept.id, dropped.id])
+    assert store.ids(with_weights=True) == [kept.id]
+    assert store.info(dropped.id) == dropped  # lineage survives
+    with pytest.raises(QdLlmError):
+        store.load(dropped.id)
+    again = store.save(_weights(1), parents=("y",), generation=7)  # bred again
+    assert again == dropped  # the first birth's record is kept
+    torch.testing.assert_close(
+        store.load(dropped.id)[next(iter(SHAPES))].delta(), _weights(1)[next(iter(SHAPES))].delta()
+    )
+
+
 def test_lower_rank_layers_are_zero_padded(tmp_path):
     store = GenomeStore(tmp_path, base_model="base")
     w = dict(_weights(rank=4))
