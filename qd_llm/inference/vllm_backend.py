@@ -97,6 +97,9 @@ class VLLMBackend(Backend):
     ):
         # vLLM logs to stdout by default; keep stdout for results (bench JSON, CLI output).
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        # vLLM's INFO lines (a few dozen per engine start) drown the run's own
+        # progress; VLLM_LOGGING_LEVEL=INFO brings them back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             import torch
             import vllm
