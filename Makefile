@@ -80,7 +80,7 @@ test-main: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
 test-vllm: setup setup-vllm
-	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py tests/test_loop_vllm.py tests/bench/test_bench_cli.py -q -m vllm $(PYTEST_ARGS)
+	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py tests/inference/test_vllm_cpu_lora.py tests/test_loop_vllm.py tests/bench/test_bench_cli.py -q -m vllm $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/qd-llm bench eval

