@@ -360,11 +360,11 @@ class Coevolution:
 
     def _random_seeds(self) -> dict:
         """``random:N`` seeds: name -> LoRA weights, drawn from ``config.seed``."""
-        from qd_llm.models.lora import checkpoint_linear_shapes, random_weights
-        from qd_llm.models.resolve import resolve_base_model
+        from qd_llm.models.full_weights import checkpoint_linear_shapes
+        from qd_llm.models.lora import random_weights
 
         c = self.config
-        shapes = checkpoint_linear_shapes(resolve_base_model(c.base_model))
+        shapes = checkpoint_linear_shapes(self.store.base_folder)
         generator = torch.Generator().manual_seed(c.seed)
         return {
             f"random{i}": random_weights(
@@ -385,12 +385,8 @@ class Coevolution:
                 return self.store.import_checkpoint(folder, name=name).id
             return self.store.merge_adapter(folder, name=name).id
         if full:
-            from qd_llm.models.resolve import resolve_base_model
-
             weights = extract_lora_from_checkpoint(
-                folder,
-                base_folder=resolve_base_model(self.config.base_model),
-                rank=self.config.genomes.rank,
+                folder, base_folder=self.store.base_folder, rank=self.config.genomes.rank
             )
             return self.store.save(weights, name=name, params={"extracted_from": str(folder)}).id
         return self.store.import_adapter(folder, name=name).id

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from qd_llm.models.full_weights import is_full_checkpoint
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GenerationConfig:
@@ -72,3 +74,18 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases engines, processes and memory."""
+
+
+def group_by_weights(requests: Sequence[GenerationRequest]) -> list[tuple[Path | None, list[int]]]:
+    """Request indices by the weights they need, for backends that swap full weights.
+
+    Returns:
+        ``(None, rows)`` first for base-model and LoRA requests (one shared
+        batch), then ``(checkpoint folder, rows)`` for each full-weight genome,
+        in folder order. Groups are never empty.
+    """
+    groups: dict[Path | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        full = r.adapter is not None and is_full_checkpoint(r.adapter)
+        groups.setdefault(Path(r.adapter) if full else None, []).append(i)
+    return sorted(groups.items(), key=lambda item: (item[0] is not None, str(item[0])))

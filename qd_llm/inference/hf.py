@@ -30,8 +30,13 @@ from pathlib import Path
 import torch
 
 from qd_llm.errors import QdLlmError
-from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
-from qd_llm.models.full_weights import Checkpoint, is_full_checkpoint
+from qd_llm.inference.base import (
+    Backend,
+    GenerationConfig,
+    GenerationRequest,
+    group_by_weights,
+)
+from qd_llm.models.full_weights import Checkpoint
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)
@@ -201,10 +206,6 @@ class HFBackend(Backend):
             return []
         texts = [chat_prompt(self.tokenizer, r.prompt, config.system_prompt) for r in requests]
         lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        groups: dict[Path | None, list[int]] = collections.defaultdict(list)
-        for i, r in enumerate(requests):
-            full = r.adapter is not None and is_full_checkpoint(r.adapter)
-            groups[Path(r.adapter) if full else None].append(i)
         outputs: list[str | None] = [None] * len(requests)
         bar = None
         if self.progress:
@@ -213,13 +214,11 @@ class HFBackend(Backend):
             bar = tqdm(total=len(requests), desc="generate", unit="req", leave=False)
         batch_index = 0
         try:
-            for folder in sorted(groups, key=lambda f: (f is not None, str(f))):
+            for folder, rows in group_by_weights(requests):
                 self._load_weights(folder)
                 # Rows of one genome sit together (PEFT runs one LoRA matmul per
                 # distinct adapter in a batch, so fewer per batch is faster), shortest first.
-                order = sorted(
-                    groups[folder], key=lambda i: (requests[i].genome_id or "", lengths[i])
-                )
+                order = sorted(rows, key=lambda i: (requests[i].genome_id or "", lengths[i]))
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
                     # A full genome's rows run as base rows over its loaded weights.

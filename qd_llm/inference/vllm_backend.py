@@ -27,10 +27,10 @@ ops, which qd_llm's vLLM plugin (:mod:`qd_llm.inference.vllm_cpu_lora`,
 loaded by vLLM through an entry point) replaces with grouped matmuls. Those
 reference ops also read "no LoRA" (slot -1) as the last slot, so a base row
 silently got whichever adapter sat there once the slots filled up; the plugin
-fixes that too, and base rows additionally carry an all-zero adapter written
-once per engine, so they stay exact even where the plugin is switched off
-(``VLLM_PLUGINS``) or does not recognise the installed vLLM. CUDA's kernels
-skip -1 correctly and need neither.
+fixes that too. Where it is not active (switched off with ``VLLM_PLUGINS``, or
+an installed vLLM it does not recognise), base rows run under an all-zero
+adapter written once per engine instead, which keeps them exact at the cost
+of a LoRA slot. CUDA's kernels skip -1 correctly and need neither.
 
 On CPU the KV cache size comes from
 ``VLLM_CPU_KVCACHE_SPACE`` (GiB, set from ``cpu_kvcache_gib`` unless already
@@ -48,9 +48,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
-from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
+from qd_llm.inference import vllm_cpu_lora
+from qd_llm.inference.base import (
+    Backend,
+    GenerationConfig,
+    GenerationRequest,
+    group_by_weights,
+)
 from qd_llm.inference.hf import chat_prompt, truncate_at_stop
-from qd_llm.models.full_weights import is_full_checkpoint
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)
@@ -145,10 +150,13 @@ class VLLMBackend(Backend):
             ) from e
         self._lora_ids: dict[str, int] = {}
         self._weights: Path | None = None  # the full-weight genome loaded in place, if any
-        # CPU only: the zero adapter base rows run under (see the module docstring).
-        self._zero_adapter: Path | None = (
-            _write_zero_adapter(self.base_path, base_model) if self.device == "cpu" else None
-        )
+        # The zero adapter base rows run under on CPU without the plugin (module docstring).
+        self._zero_adapter: Path | None = None
+        if self.device == "cpu" and not vllm_cpu_lora.is_active():
+            logger.warning(
+                "qd_llm's vLLM CPU LoRA plugin is not active: base rows use a zero adapter"
+            )
+            self._zero_adapter = _write_zero_adapter(self.base_path, base_model)
 
     # -- genomes ----------------------------------------------------------------
 
@@ -238,14 +246,9 @@ class VLLMBackend(Backend):
         params = [self._sampling_params(config, seed=config.seed + i) for i in range(len(requests))]
         # Base-model and LoRA requests share one batch; each full-weight genome
         # gets the engine to itself after an in-place weight reload.
-        groups: dict[Path | None, list[int]] = {}
-        for i, r in enumerate(requests):
-            full = r.adapter is not None and is_full_checkpoint(r.adapter)
-            groups.setdefault(Path(r.adapter) if full else None, []).append(i)
         texts: list[str] = [""] * len(requests)
-        for weights in sorted(groups, key=lambda k: (k is not None, str(k))):
+        for weights, rows in group_by_weights(requests):
             self._load_weights(weights)
-            rows = groups[weights]
             outputs = self._run(
                 [requests[i] for i in rows],
                 [prompts[i] for i in rows],
@@ -285,8 +288,9 @@ def _write_zero_adapter(base_path: str | Path, base_model: str) -> Path:
     """
     import torch
 
+    from qd_llm.models.full_weights import checkpoint_linear_shapes
     from qd_llm.models.genome import GenomeStore
-    from qd_llm.models.lora import LoraFactors, checkpoint_linear_shapes
+    from qd_llm.models.lora import LoraFactors
 
     module, (out_features, in_features) = min(checkpoint_linear_shapes(base_path).items())
     store = GenomeStore(tempfile.mkdtemp(prefix="qd-llm-vllm-"), base_model=base_model)

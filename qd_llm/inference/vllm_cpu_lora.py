@@ -122,6 +122,13 @@ _REPLACEMENTS = {
 }
 
 
+def is_active() -> bool:
+    """Whether this process's vLLM CPU LoRA ops are the plugin's."""
+    from vllm.lora.ops.torch_ops import lora_ops
+
+    return lora_ops.bgmv_shrink is bgmv_shrink
+
+
 def register() -> None:
     """The ``vllm.general_plugins`` entry point: patches the CPU LoRA ops (idempotent)."""
     from vllm.platforms import current_platform

@@ -301,6 +301,31 @@ def merged_lora_tensors(
         yield name, tensor
 
 
+def checkpoint_linear_shapes(
+    folder: str | Path, target_modules: Iterable[str] = DEFAULT_TARGET_MODULES
+) -> dict[str, tuple[int, int]]:
+    """:func:`~qd_llm.models.lora.linear_shapes` read from a checkpoint's headers.
+
+    Needs no model in memory (backends such as vLLM never hold one here): a
+    targeted module is any 2-D ``<module>.weight`` whose last name part is in
+    ``target_modules``, so the keys match ``model.named_modules()``.
+
+    Raises:
+        QdLlmError: ``folder`` is not a checkpoint or has no targeted weight.
+    """
+    targets = set(target_modules)
+    shapes = {
+        name.removesuffix(".weight"): (spec.shape[0], spec.shape[1])
+        for name, spec in Checkpoint(folder).layout().items()
+        if name.endswith(".weight")
+        and len(spec.shape) == 2
+        and name.removesuffix(".weight").rsplit(".", 1)[-1] in targets
+    }
+    if not shapes:
+        raise QdLlmError(f"{folder} has no 2-D weights of modules {sorted(targets)}")
+    return shapes
+
+
 def extract_lora_from_checkpoint(
     folder: str | Path,
     *,
@@ -331,16 +356,8 @@ def extract_lora_from_checkpoint(
         QdLlmError: No targeted projection is in the checkpoint, or it does not
             match the base.
     """
-    targets = set(DEFAULT_TARGET_MODULES if target_modules is None else target_modules)
+    modules = checkpoint_linear_shapes(folder, target_modules or DEFAULT_TARGET_MODULES)
     checkpoint = Checkpoint(folder)
-    names = [
-        name
-        for name, spec in checkpoint.layout().items()
-        if name.endswith(".weight")
-        and len(spec.shape) == 2
-        and name.removesuffix(".weight").rsplit(".", 1)[-1] in targets
-    ]
-    if not names:
-        raise QdLlmError(f"{folder} has no 2-D weights of modules {sorted(targets)}")
+    names = [f"{module}.weight" for module in sorted(modules)]
     deltas = task_vector(((name, checkpoint[name]) for name in names), Checkpoint(base_folder))
     return {name.removesuffix(".weight"): extract_lora(delta, rank) for name, delta in deltas}

@@ -9,11 +9,8 @@ factors; see :mod:`qd_llm.operators`.
 
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
-
-from qd_llm.errors import QdLlmError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,38 +95,6 @@ def linear_shapes(model, target_modules=DEFAULT_TARGET_MODULES) -> dict[str, tup
         layer = getattr(module, "base_layer", module)
         if isinstance(layer, torch.nn.Linear):
             shapes[name] = (layer.out_features, layer.in_features)
-    return shapes
-
-
-def checkpoint_linear_shapes(
-    folder: str | Path, target_modules=DEFAULT_TARGET_MODULES
-) -> dict[str, tuple[int, int]]:
-    """:func:`linear_shapes` read from a checkpoint's safetensors headers.
-
-    Needs no model in memory (backends such as vLLM never hold one here): a
-    targeted module is any 2-D ``<module>.weight`` whose last name part is in
-    ``target_modules``, so the keys match ``model.named_modules()``.
-
-    Raises:
-        QdLlmError: ``folder`` has no safetensors file or no targeted weight.
-    """
-    from safetensors import safe_open
-
-    targets = set(target_modules)
-    shapes = {}
-    files = sorted(Path(folder).glob("*.safetensors"))
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                module = key.removesuffix(".weight")
-                if key.endswith(".weight") and module.rsplit(".", 1)[-1] in targets:
-                    shape = f.get_slice(key).get_shape()
-                    if len(shape) == 2:
-                        shapes[module] = (shape[0], shape[1])
-    if not shapes:
-        raise QdLlmError(
-            f"{folder}: no safetensors weights of the modules {', '.join(sorted(targets))}"
-        )
     return shapes
 
 

@@ -13,6 +13,7 @@ pytest.importorskip("vllm")
 
 from qd_llm.bench.eval import benchmark_prompts
 from qd_llm.errors import QdLlmError
+from qd_llm.inference import vllm_cpu_lora
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
 from qd_llm.inference.vllm_backend import VLLMBackend
 from qd_llm.models.genome import GenomeStore
@@ -90,6 +91,8 @@ def test_mixed_lora_batch_equals_per_genome_generation(engine, genomes):
 def test_base_rows_stay_base_once_every_lora_slot_is_taken(engine, genomes):
     """vLLM's CPU ops read "no LoRA" (-1) as the last slot; base rows must not."""
     assert len(genomes) > MAX_LORAS
+    if engine.device == "cpu":  # the plugin, not the zero-adapter fallback, keeps them exact
+        assert vllm_cpu_lora.is_active()
     base_reqs = [GenerationRequest(prompt=p) for p in PROMPTS]
     base_before = engine.generate(base_reqs, GREEDY)
     strong_id, strong = list(genomes.items())[2]

@@ -12,6 +12,7 @@ from qd_llm.models.full_weights import (
     INDEX_FILE,
     SINGLE_FILE,
     Checkpoint,
+    checkpoint_linear_shapes,
     checkpoint_tensors,
     content_hash,
     extract_lora_from_checkpoint,
@@ -173,3 +174,16 @@ def test_import_checkpoint_rejects_a_mismatching_checkpoint_in_one_line(store, t
     with pytest.raises(QdLlmError, match="not a full checkpoint"):
         store.import_checkpoint(tmp_path)
     assert store.ids() == before
+
+
+def test_checkpoint_linear_shapes_equal_the_loaded_models(store, base_shapes):
+    shapes = checkpoint_linear_shapes(store.base_folder)
+    assert shapes == base_shapes
+    assert len(shapes) == 30 * 7  # 30 layers × (q, k, v, o, gate, up, down)
+
+
+def test_checkpoint_linear_shapes_need_targeted_weights(store, tmp_path):
+    with pytest.raises(QdLlmError, match=r"model\.safetensors"):
+        checkpoint_linear_shapes(tmp_path)
+    with pytest.raises(QdLlmError, match="no 2-D weights"):
+        checkpoint_linear_shapes(store.base_folder, target_modules=("nope",))
