@@ -2,21 +2,24 @@
 
 Every file a run writes goes through here, so a process killed at any moment
 leaves either the old content or the new one, never a torn file.
+
+Permissions: temporary files and folders are created with ``os.open(..., 0o666)``
+and ``os.mkdir(..., 0o777)``, so the kernel applies the process umask itself; the
+umask is never read by flipping it (``os.umask`` changes it for every thread).
 """
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _fsync_dir(path: Path) -> None:
@@ -27,14 +30,53 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _create_sibling(path: Path, create: Callable[[Path], object]):
+    """Creates a fresh hidden sibling of ``path`` with ``create``; returns (its path, result)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, create(tmp)
+        except FileExistsError:
+            continue
+
+
+def _load_renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    path_at = [ctypes.c_int, ctypes.c_char_p]
+    function.argtypes = [*path_at, *path_at, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        False when this system or file system cannot exchange (nothing changed).
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    tmp, fd = _create_sibling(path, lambda p: os.open(p, flags, 0o666))
     try:
-        # mkstemp makes 0600 files; give the final file ordinary permissions.
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -63,7 +105,11 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
 
     Yields a temporary sibling directory to fill; on success it is renamed to
     ``path``. If ``path`` already exists it is kept (content-addressed writers
-    lose nothing) unless ``overwrite`` is set.
+    lose nothing) unless ``overwrite`` is set, in which case the two folders are
+    exchanged in one step, so ``path`` is never missing for a reader, and the
+    old one is then deleted. Where the system cannot exchange (not Linux, or a
+    file system without ``RENAME_EXCHANGE``), the old folder is moved aside
+    first and ``path`` is missing for the moment between two renames.
 
     Args:
         path: The final directory.
@@ -71,10 +117,9 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    # mkdtemp makes 0700 folders; others (e.g. the sandbox's unprivileged task user)
-    # need ordinary permissions to read what lands here.
-    tmp.chmod(0o777 & ~_umask())
+    # Made with mode 0777 less the umask (mkdtemp would make it 0700): others, e.g.
+    # the sandbox's unprivileged task user, need to read what lands here.
+    tmp, _ = _create_sibling(path, lambda p: os.mkdir(p, 0o777))
     try:
         yield tmp
         for child in tmp.rglob("*"):
@@ -85,11 +130,12 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
             if not overwrite:
                 shutil.rmtree(tmp)
                 return
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _exchange(tmp, path):
+                old, _ = _create_sibling(path, lambda p: os.replace(path, p))
+                os.replace(tmp, path)
+                tmp = old
+            _fsync_dir(path.parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now the old content
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
