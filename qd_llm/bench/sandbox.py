@@ -4,8 +4,16 @@ Both sides score the same N jobs of a simple benign task (one-digit addition,
 half the answers right) with the same isolation, limits and concurrency
 (``--workers`` at a time); ``ratio`` is
 pooled scorings per second over fresh scorings per second.
+
+``containment`` then runs three hostile scorings under the default limits (a
+fork bomb, a memory bomb spread over eight processes each below the per-process
+limit, and a tmpfs fill with many small files) and gives, for each, why and
+after how many seconds the job ended (the wall-clock limit is
+``wall_limit_seconds``) and the peaks the job's cgroups measured (null without
+cgroups); ``limits_mechanism`` says what bounded the jobs.
 """
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -47,6 +55,67 @@ def add_arguments(parser) -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="pool size (default: CPUs)"
     )
     parser.add_argument("--isolation", choices=("auto", "bwrap", "unshare", "none"), default="auto")
+    parser.add_argument(
+        "--no-cgroups",
+        action="store_true",
+        help="measure containment with the fallback (no per-job cgroups)",
+    )
+
+
+# One attack per line of score(); each returns 1.0 only if it was never stopped.
+_ATTACKS = {
+    "fork_bomb": """
+        import contextlib, os
+        while True:
+            with contextlib.suppress(OSError):
+                os.fork()""",
+    "memory_bomb_processes": """
+        import os, time
+        for _ in range(8):
+            if os.fork() == 0:
+                hog = [bytearray(16 << 20) for _ in range({memory_bytes} // 4 // (16 << 20))]
+                time.sleep(3600)
+        time.sleep(3600)""",
+    "tmpfs_fill": """
+        import contextlib, itertools
+        for i in itertools.count():
+            with contextlib.suppress(OSError), open(f"fill-{{i}}", "wb") as f:
+                f.write(bytes(1 << 20))""",
+}
+_ATTACK_TASK = """
+class TaskFamily:
+    @staticmethod
+    def get_tasks():
+        return {{"1": {{}}}}
+
+    @staticmethod
+    def get_instructions(t):
+        return "Attack."
+
+    @staticmethod
+    def score(t, submission):{attack}
+        return 1.0
+"""
+
+
+def _containment(root: str, config: SandboxConfig) -> tuple[str, dict]:
+    """Runs each attack once; returns the limits mechanism and what ended each job."""
+    measures = {}
+    with SandboxPool(config=config, workers=1) as pool:
+        for name, attack in _ATTACKS.items():
+            code = _ATTACK_TASK.format(attack=attack.format(memory_bytes=config.memory_bytes))
+            info = TaskInfo(name=name, description=name, capability="hostility")
+            task = write_task(root, task_id=name, code=code, info=info, lineage=Lineage())
+            job = ScoreJob(task_dir=task.path, instance_id="1", data={}, submission="")
+            result = pool.score(job)
+            measures[name] = {
+                "score": result.score,
+                "reason": result.reason,
+                "seconds": round(result.seconds, 3),
+                "peak_memory_bytes": result.peak_memory_bytes,
+                "peak_processes": result.peak_processes,
+            }
+        return pool.limits_mechanism, measures
 
 
 def _jobs(task_dir: Path, config: SandboxConfig, n: int) -> list[ScoreJob]:
@@ -91,6 +160,9 @@ def run(args) -> dict:
             fresh = list(executor.map(lambda job: fresh_sandbox_score(job, config=config), jobs))
         fresh_s = time.perf_counter() - start
 
+        hostile_config = dataclasses.replace(config, use_cgroups=not args.no_cgroups)
+        mechanism, containment = _containment(root, hostile_config)
+
     pooled_rate = len(jobs) / pooled_s
     fresh_rate = len(jobs) / fresh_s
     return {
@@ -102,4 +174,12 @@ def run(args) -> dict:
         "ratio": round(pooled_rate / fresh_rate, 2),
         "pooled_correct": sum(r.score for r in pooled) == expected,
         "fresh_correct": sum(r.score for r in fresh) == expected,
+        "limits_mechanism": mechanism,
+        "limits": {
+            "memory_bytes": config.memory_bytes,
+            "max_processes": config.max_processes,
+            "tmp_bytes": config.tmp_bytes,
+            "wall_limit_seconds": config.wall_seconds,
+        },
+        "containment": containment,
     }

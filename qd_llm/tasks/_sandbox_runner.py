@@ -13,12 +13,20 @@ and reads results from the result descriptor given by ``--result-fd``, as frames
 ``MAGIC + nonce (32 ASCII bytes) + 8-byte big-endian length + JSON payload``. A
 ``"ready"`` frame (nonce ``"0" * 32``) is sent once at start.
 
+A job may carry ``"cgroup": {"procs": N, "watches": [[label, key], ...]}``: then
+the host has sent, on the unix socket given by ``--control-fd`` just before the
+job line, N writable ``cgroup.procs`` descriptors of the job's cgroups followed by
+one readable counter file per watch.
+
 Per job this server (which never runs task code itself) reads ``task.py`` and
-forks a child that closes the result descriptor and stdin, moves into its own
-process group, changes into a fresh private temp dir, applies the resource
-limits, drops to an unprivileged uid when the server runs as root, executes the
-task source, runs ``get_tasks``/``get_instructions`` or ``score``, and
-writes its answer to a private pipe. The task's stdout and stderr go to two
+forks a child that moves into its own process group, joins the job's cgroups,
+closes every other descriptor, changes into a fresh private temp dir, applies the
+resource limits, drops to an unprivileged uid when the server runs as root,
+executes the task source, runs ``get_tasks``/``get_instructions`` or ``score``,
+and writes its answer to a private pipe. While the job runs the server checks,
+every few milliseconds, whether the job reached a limit of the whole job (a
+cgroup counter, a full private tmpfs, or, without cgroups, a census of the PID
+namespace over the process or memory limit) and ends it then. The task's stdout and stderr go to two
 other pipes that the server reads, caps and never parses, so printing anything,
 including a copy of a result frame, changes nothing. When the child is done, or
 past the wall-clock limit, the server kills its process group and, when it owns
@@ -43,6 +51,9 @@ READY_NONCE = "0" * 32
 _LENGTH = struct.Struct(">Q")
 _PR_SET_DUMPABLE = 4
 _ERROR_CHARS = 600
+_TICK_SECONDS = 0.02
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_RSS_FIELD = 21  # field 24 of /proc/PID/stat, counted after the ")" that ends the name
 
 
 def write_frame(fd: int, nonce: str, payload: dict) -> None:
@@ -88,7 +99,7 @@ def _apply_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     try:
-        procs = limits["max_processes"]
+        procs = limits["process_rlimit"]
         resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
     except (ValueError, OSError):
         pass
@@ -144,11 +155,28 @@ def _drop_privileges(uid: int) -> None:
 
 
 def _child(
-    job: dict, source: bytes, tmp: str, cfg: dict, report_w: int, out_w: int, err_w: int
+    job: dict,
+    source: bytes,
+    tmp: str,
+    cfg: dict,
+    pipes: tuple[int, int, int],
+    cgroup_procs: list[int],
 ) -> None:
-    """Runs one job and writes a length-prefixed JSON report to ``report_w``; never returns."""
+    """Runs one job and writes a length-prefixed JSON report to ``report_w``; never returns.
+
+    Args:
+        job: The job message.
+        source: The task's source code.
+        tmp: The job's private temp dir.
+        cfg: The server's configuration.
+        pipes: Write ends for the report, stdout and stderr.
+        cgroup_procs: ``cgroup.procs`` descriptors of the cgroups to join.
+    """
+    report_w, out_w, err_w = pipes
     try:
         os.setpgid(0, 0)
+        for fd in cgroup_procs:
+            os.write(fd, b"0")  # joins; the descriptor is closed below, before task code runs
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
@@ -205,22 +233,29 @@ class _Capped:
         return self.data.decode("utf-8", "replace")
 
 
+def _others(own_pid: int):
+    """Yields ``(pid, stat fields after the name)`` of the live processes of this PID
+    namespace other than init and this server."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in (1, own_pid):
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields and fields[0] not in (b"Z", b"X"):
+            yield int(name), fields
+
+
 def _sweep(own_pid: int) -> None:
     """Kills every process in this PID namespace except init and this server."""
     for _ in range(100):
         alive = False
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in (1, own_pid):
-                continue
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-                if state in (b"Z", b"X"):
-                    continue
-                os.kill(int(name), signal.SIGKILL)
+        for pid, _ in _others(own_pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
                 alive = True
-            except (OSError, IndexError):
-                continue
         _reap()
         if not alive:
             return
@@ -249,8 +284,85 @@ def _describe_exit(status: int) -> str:
     return f"task process exited with status {os.WEXITSTATUS(status)} before reporting"
 
 
-def run_job(job: dict, cfg: dict) -> dict:
-    """Runs one job in a forked child and returns the payload to relay."""
+class _Limits:
+    """Tells whether a running job reached a limit of the whole job.
+
+    Args:
+        cfg: The server's configuration.
+        watches: ``(descriptor, label, key)``: cgroup counter files of the job.
+    """
+
+    def __init__(self, cfg: dict, watches: list[tuple[int, str, str]]):
+        self._cfg = cfg
+        self._watches = watches
+        # Without cgroups, the job is every process of this PID namespace but ours.
+        self._census = cfg["sweep"] and not watches
+        self.active = bool(watches) or self._census or cfg["tmp_bytes"] is not None
+
+    def _reason(self, label: str) -> str:
+        limits = self._cfg["limits"]
+        if label == "memory":
+            mib = limits["memory_bytes"] / (1 << 20)
+            return f"memory limit reached: the job's processes together hit {mib:g} MiB"
+        if label == "processes":
+            return f"process limit reached: the job hit {limits['max_processes']} processes"
+        mib = self._cfg["tmp_bytes"] / (1 << 20)
+        return f"temporary space limit reached: the job's /tmp ({mib:g} MiB) is full"
+
+    def reached(self) -> str | None:
+        """The reason the job must end now, or None."""
+        for fd, label, key in self._watches:
+            for line in os.pread(fd, 4096, 0).decode().splitlines():
+                name, _, count = line.partition(" ")
+                if name == key and int(count) > 0:
+                    return self._reason(label)
+        if self._cfg["tmp_bytes"] is not None and os.statvfs(self._cfg["tmp_root"]).f_bavail == 0:
+            return self._reason("tmp")
+        if self._census:
+            processes = resident = 0
+            for _, fields in _others(os.getpid()):
+                processes += 1
+                resident += int(fields[_RSS_FIELD]) * _PAGE_BYTES
+            if processes > self._cfg["limits"]["max_processes"]:
+                return self._reason("processes")
+            if resident > self._cfg["limits"]["memory_bytes"]:
+                return self._reason("memory")
+        return None
+
+
+def _receive_cgroup(job: dict, control) -> tuple[list[int], list[tuple[int, str, str]]]:
+    """The job's ``cgroup.procs`` descriptors and watched counters, sent by the host."""
+    spec = job.get("cgroup")
+    if not spec:
+        return [], []
+    import socket  # only where cgroups are used: every fresh sandbox pays for imports
+
+    count = spec["procs"] + len(spec["watches"])
+    _, fds, _, _ = socket.recv_fds(control, 1, count)
+    if len(fds) != count:
+        raise OSError(f"expected {count} cgroup descriptors, got {len(fds)}")
+    procs, counters = fds[: spec["procs"]], fds[spec["procs"] :]
+    return procs, [(fd, *watch) for fd, watch in zip(counters, spec["watches"], strict=True)]
+
+
+def run_job(job: dict, cfg: dict, control=None) -> dict:
+    """Runs one job in a forked child and returns the payload to relay.
+
+    Args:
+        job: The job message.
+        cfg: The server's configuration.
+        control: The socket the host sends the job's cgroup descriptors on.
+    """
+    cgroup_procs, watches = _receive_cgroup(job, control)
+    try:
+        return _run_job(job, cfg, cgroup_procs, _Limits(cfg, watches))
+    finally:
+        for fd in (*cgroup_procs, *(w[0] for w in watches)):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> dict:
     try:
         with open(job["task_file"], "rb") as f:  # read here: the task's uid may not reach it
             source = f.read()
@@ -266,7 +378,7 @@ def run_job(job: dict, cfg: dict) -> dict:
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(job, source, tmp, cfg, report_w, out_w, err_w)
+        _child(job, source, tmp, cfg, (report_w, out_w, err_w), cgroup_procs)
     for fd in (report_w, out_w, err_w):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
@@ -274,13 +386,22 @@ def run_job(job: dict, cfg: dict) -> dict:
     streams = {out_r: _Capped(cfg["max_output_bytes"]), err_r: _Capped(cfg["max_output_bytes"])}
     open_fds = {report_r, out_r, err_r, pidfd}
     status = None
+    limit_reached = None
     deadline = start + cfg["wall_seconds"]
+    next_check = start
     try:
         while status is None:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if limits.active and now >= next_check:
+                limit_reached = limits.reached()
+                if limit_reached:
+                    break
+                next_check = now + _TICK_SECONDS
+            remaining = deadline - now
             if remaining <= 0:
                 break
-            ready, _, _ = select.select(list(open_fds), [], [], remaining)
+            wait = min(remaining, _TICK_SECONDS) if limits.active else remaining
+            ready, _, _ = select.select(list(open_fds), [], [], wait)
             for fd in ready:
                 if fd == pidfd:
                     status = os.waitpid(pid, 0)[1]
@@ -304,13 +425,17 @@ def run_job(job: dict, cfg: dict) -> dict:
             if not chunk:
                 break
             report += chunk
+        if limits.active and not limit_reached:
+            # The job may have hit a limit just before it ended (e.g. its process
+            # was the one killed by the kernel's out-of-memory killer).
+            limit_reached = limits.reached()
     finally:
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
         if cfg["sweep"]:
             _sweep(os.getpid())
-        timed_out = status is None
-        if timed_out:
+        timed_out = status is None and not limit_reached
+        if status is None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)  # killed above; reap it
         for fd in (report_r, out_r, err_r, pidfd):
@@ -324,6 +449,8 @@ def run_job(job: dict, cfg: dict) -> dict:
         "stderr": streams[err_r].text(),
         "output_dropped_bytes": streams[out_r].dropped + streams[err_r].dropped,
     }
+    if limit_reached:
+        return {**result, "ok": False, "error": limit_reached}
     if timed_out and not _complete(report):
         return {**result, "ok": False, "error": f"timeout: over {cfg['wall_seconds']:g} s wall"}
     if not _complete(report):
@@ -348,12 +475,18 @@ def main() -> None:
     cfg = json.loads(args["config"])
     result_fd = int(args["result-fd"])
     os.set_inheritable(result_fd, False)
+    control = None
+    if "control-fd" in args:
+        import socket
+
+        control = socket.socket(fileno=int(args["control-fd"]))
+        control.set_inheritable(False)
     _make_non_dumpable()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     write_frame(result_fd, READY_NONCE, {"ready": True, "pid": os.getpid()})
     for line in sys.stdin.buffer:
         job = json.loads(line)
-        payload = run_job(job, cfg)
+        payload = run_job(job, cfg, control)
         write_frame(result_fd, job["nonce"], payload)
 
 

@@ -4,7 +4,7 @@ Task directories (:mod:`qd_llm.tasks.taskdir`) hold LLM-written ``task.py``
 files. Everything they compute is computed by :mod:`qd_llm.tasks._sandbox_runner`
 (a stdlib-only program, run with ``python -I -S``) inside a sandbox:
 
-* **bwrap** (default): ``bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp
+* **bwrap** (default): ``bwrap --ro-bind / / --dev /dev --proc /proc --size N --tmpfs /tmp
   --unshare-all --cap-drop ALL --die-with-parent --new-session``, with tmpfs over
   the home directories (:attr:`SandboxConfig.hidden_paths`), the task
   directories and the interpreter bound read-only on top, and a scrubbed
@@ -27,12 +27,33 @@ stdout and stderr are captured separately and capped; results come back on a
 dedicated pipe in nonce-tagged, length-prefixed frames, so text printed by a task
 cannot pose as a result.
 
-Failures are results: a scoring that crashes, times out, runs out of memory or
-returns a non-number scores 0.0 with a ``reason``. Not defended against:
-memory use summed over the processes of one job (rlimits are per process; at
-most ``max_processes`` × ``memory_bytes``), filling the private tmpfs with many
-files below ``max_file_bytes`` each, and a submission that ``score()`` executes
-in-process tampering with that process (it *is* the scorer).
+Limits of a whole job (all its processes together), reported by
+:attr:`SandboxPool.limits_mechanism`:
+
+* ``"cgroup-v2"`` / ``"cgroup-v1"``: where this process may make cgroups (root on
+  the project's machines, see :mod:`qd_llm.tasks._cgroups`), each job gets its own,
+  bounding its memory (``memory_bytes``, page cache and tmpfs pages included) and
+  process count (``max_processes``). The fork-server ends the job as soon as a
+  counter shows it reached either limit (an out-of-memory kill, a refused fork).
+* ``"census"`` (no usable cgroups; bwrap and unshare): every few milliseconds the
+  fork-server counts the processes of its PID namespace and sums their resident
+  memory, and ends the job once it is over ``max_processes`` or ``memory_bytes``.
+  Between two looks a job can overshoot; the rlimits bound that: address space
+  per process, and ``max_processes × (workers + 1)`` processes of the task uid,
+  a count shared by every job running as that uid.
+* ``"rlimits"`` (no usable cgroups, isolation ``none``): per-process rlimits only;
+  the process limit (``max_processes``) counts every process of the task uid, so
+  concurrent jobs share it.
+
+In bwrap mode the private ``/tmp`` is a tmpfs of ``tmp_bytes`` (bubblewrap >= 0.8;
+older ones leave it unsized); one job runs at a time in a sandbox, so that bounds a
+job's temporary files, and a job that fills it is ended. In the other modes the
+job's temp dir lives on the host's disk, bounded per file only (``max_file_bytes``).
+
+Failures are results: a scoring that crashes, times out, reaches a limit or
+returns a non-number scores 0.0 with a ``reason``. Not defended against: a
+submission that ``score()`` executes in-process tampering with that process (it
+*is* the scorer).
 
 AC/DC-generated tasks may import ``src.eval_helper.eval_with_llm_judge``; no
 judge is wired into the sandbox yet, so such scorings fail with
@@ -50,6 +71,7 @@ import queue
 import secrets
 import select
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -61,6 +83,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
+from qd_llm.tasks import _cgroups
 from qd_llm.tasks import _sandbox_runner as runner
 from qd_llm.tasks.taskdir import TASK_CODE
 
@@ -92,9 +115,13 @@ class SandboxConfig:
             error), ``"bwrap"``, ``"unshare"`` or ``"none"`` (UNSAFE: resource
             limits only; the task can read and write as this user).
         cpu_seconds: CPU-time limit of one job's process (rounded up to whole s).
-        memory_bytes: Address-space limit of each process of a job.
-        max_processes: Process limit (counted per sandbox in bwrap mode).
+        memory_bytes: Memory limit of a job, all its processes together (see
+            :attr:`SandboxPool.limits_mechanism`), and address-space limit of
+            each of its processes.
+        max_processes: Process limit of a job.
         max_file_bytes: Largest file a job may write.
+        tmp_bytes: Size of a job's private temp dir (a tmpfs; bwrap mode).
+        use_cgroups: Bound each job with cgroups where this process can make them.
         wall_seconds: Wall-clock limit of one job, after which it is killed.
         max_output_bytes: How much of each of stdout and stderr is kept.
         max_result_bytes: Largest result a job may send back (instances, score).
@@ -112,6 +139,8 @@ class SandboxConfig:
     memory_bytes: int = 1 << 30
     max_processes: int = 64
     max_file_bytes: int = 16 << 20
+    tmp_bytes: int = 128 << 20
+    use_cgroups: bool = True
     wall_seconds: float = 20.0
     max_output_bytes: int = 64 << 10
     max_result_bytes: int = 16 << 20
@@ -128,7 +157,13 @@ class SandboxConfig:
         for name in ("cpu_seconds", "wall_seconds", "startup_seconds"):
             if not getattr(self, name) > 0:
                 raise QdLlmError(f"sandbox {name} must be > 0, got {getattr(self, name)}")
-        for name in ("memory_bytes", "max_processes", "max_file_bytes", "max_output_bytes"):
+        for name in (
+            "memory_bytes",
+            "max_processes",
+            "max_file_bytes",
+            "max_output_bytes",
+            "tmp_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise QdLlmError(f"sandbox {name} must be >= 1, got {getattr(self, name)}")
 
@@ -167,11 +202,17 @@ class ScoreResult:
         score: In [0, 1]; 0.0 whenever the scoring failed.
         reason: Why the score is 0 or was clamped (None for a clean score).
         seconds: Wall time of the job inside the sandbox.
+        peak_memory_bytes: Most memory the job's processes used at once (None
+            without cgroups).
+        peak_processes: Most processes the job had at once (None where the
+            kernel does not keep that peak).
     """
 
     score: float
     reason: str | None
     seconds: float
+    peak_memory_bytes: int | None = None
+    peak_processes: int | None = None
 
 
 # --- isolation -----------------------------------------------------------------------
@@ -185,6 +226,16 @@ def _probe(isolation: str) -> bool:
         return subprocess.run(cmd, capture_output=True, timeout=10, env={}).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+@functools.cache
+def _bwrap_sizes_tmpfs() -> bool:
+    """Whether this bubblewrap has ``--size`` (0.8 and later) to cap the private tmpfs."""
+    try:
+        result = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--size" in result.stdout
 
 
 def resolve_isolation(config: SandboxConfig) -> str:
@@ -219,7 +270,10 @@ def _isolation_prefix(isolation: str, config: SandboxConfig, binds: Iterable[str
     if isolation == "unshare":
         cmd = ["unshare", "--net", "--ipc", "--pid", "--fork", "--mount-proc", "--kill-child"]
         return cmd if os.geteuid() == 0 else [*cmd[:1], "--user", "--map-root-user", *cmd[1:]]
-    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    if _bwrap_sizes_tmpfs():
+        cmd += ["--size", str(config.tmp_bytes)]
+    cmd += ["--tmpfs", "/tmp"]
     for hidden in config.hidden_paths:
         if os.path.isdir(hidden):
             cmd += ["--tmpfs", hidden]
@@ -293,21 +347,41 @@ class _WorkerDied(Exception):
 
 
 class _Worker:
-    """A long-lived sandbox running the fork-server; one job at a time."""
+    """A long-lived sandbox running the fork-server; one job at a time.
 
-    def __init__(self, *, config: SandboxConfig, isolation: str, binds: frozenset[str]):
+    Args:
+        config: Isolation and limits.
+        isolation: The resolved isolation mode.
+        binds: Host paths to bind read-only.
+        cgroups: Makes each job's cgroups; None without.
+        process_rlimit: RLIMIT_NPROC of the task's processes.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: SandboxConfig,
+        isolation: str,
+        binds: frozenset[str],
+        cgroups: _cgroups.JobCgroups | None,
+        process_rlimit: int,
+    ):
         self._config = config
         self.binds = binds
+        self._cgroups = cgroups
         self._tmp_root = None if isolation == "bwrap" else tempfile.mkdtemp(prefix="qd-sandbox-")
         if self._tmp_root:
             os.chmod(self._tmp_root, 0o711)  # traversable by the task's uid, not listable
+        sized_tmp = isolation == "bwrap" and _bwrap_sizes_tmpfs()
         runner_cfg = {
             "limits": {
                 "cpu_seconds": config.cpu_seconds,
                 "memory_bytes": config.memory_bytes,
                 "max_processes": config.max_processes,
+                "process_rlimit": process_rlimit,
                 "max_file_bytes": config.max_file_bytes,
             },
+            "tmp_bytes": config.tmp_bytes if sized_tmp else None,
             "wall_seconds": config.wall_seconds,
             "max_output_bytes": config.max_output_bytes,
             "max_result_bytes": config.max_result_bytes,
@@ -316,6 +390,8 @@ class _Worker:
             "task_uid": config.task_uid if os.geteuid() == 0 else None,
         }
         read_fd, write_fd = os.pipe()
+        self._control, control_remote = socket.socketpair() if cgroups else (None, None)
+        passed = (write_fd, control_remote.fileno()) if cgroups else (write_fd,)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         binds_all = sorted(binds | _runner_binds(config))
         cmd = [
@@ -325,6 +401,8 @@ class _Worker:
             f"--result-fd={write_fd}",
             f"--config={json.dumps(runner_cfg)}",
         ]
+        if cgroups:
+            cmd.append(f"--control-fd={control_remote.fileno()}")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
         try:
             self._proc = subprocess.Popen(
@@ -332,13 +410,15 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=self._stderr,
-                pass_fds=(write_fd,),
+                pass_fds=passed,
                 env=env,
                 cwd=self._tmp_root or "/",
                 start_new_session=True,
             )
         finally:
             os.close(write_fd)
+            if control_remote is not None:
+                control_remote.close()
         self._results = read_fd
         self._buffer = bytearray()
         try:
@@ -354,11 +434,33 @@ class _Worker:
         return text[-300:] or "no error output"
 
     def run(self, message: dict) -> dict:
-        """Sends one job and returns its payload.
+        """Sends one job and returns its payload, with the job's peaks where known.
 
         Raises:
             _WorkerDied: The sandbox died or missed its deadline; it is closed.
+            OSError: The job's cgroups could not be made.
         """
+        if self._cgroups is None:
+            return self._send(message)
+        try:
+            job_cgroup = self._cgroups.create()
+        except OSError as e:
+            return {"ok": False, "error": f"cannot make the job's cgroups: {e}", "seconds": 0}
+        try:
+            cgroup = {"procs": len(job_cgroup.procs_fds), "watches": job_cgroup.watches}
+            try:
+                socket.send_fds(
+                    self._control, [b"c"], [*job_cgroup.procs_fds, *job_cgroup.watch_fds]
+                )
+            except OSError:
+                self.close()
+                raise _WorkerDied("sandbox process exited") from None
+            payload = self._send({**message, "cgroup": cgroup})
+        finally:
+            peaks = job_cgroup.close()
+        return {**payload, **peaks}
+
+    def _send(self, message: dict) -> dict:
         nonce = secrets.token_hex(16)
         try:
             self._proc.stdin.write(json.dumps({**message, "nonce": nonce}).encode() + b"\n")
@@ -405,6 +507,8 @@ class _Worker:
         with contextlib.suppress(OSError):
             os.close(self._results)
         self._results = -1
+        if self._control is not None:
+            self._control.close()
         self._stderr.close()
         if self._tmp_root:
             shutil.rmtree(self._tmp_root, ignore_errors=True)
@@ -427,23 +531,23 @@ def _failure_reason(payload: dict) -> str:
 
 
 def _score_result(payload: dict) -> ScoreResult:
-    seconds = float(payload.get("seconds", 0.0))
+    measured = {
+        "seconds": float(payload.get("seconds", 0.0)),
+        "peak_memory_bytes": payload.get("peak_memory_bytes"),
+        "peak_processes": payload.get("peak_processes"),
+    }
     if not payload.get("ok"):
-        return ScoreResult(score=0.0, reason=_failure_reason(payload), seconds=seconds)
+        return ScoreResult(score=0.0, reason=_failure_reason(payload), **measured)
     value = payload.get("value")
     if value is None:
         kind = payload.get("type", "NoneType")
-        return ScoreResult(
-            score=0.0, reason=f"score() returned {kind}, not a number", seconds=seconds
-        )
+        return ScoreResult(score=0.0, reason=f"score() returned {kind}, not a number", **measured)
     if math.isnan(value):
-        return ScoreResult(score=0.0, reason="score() returned NaN", seconds=seconds)
+        return ScoreResult(score=0.0, reason="score() returned NaN", **measured)
     if not 0.0 <= value <= 1.0:
         clamped = min(max(value, 0.0), 1.0)
-        return ScoreResult(
-            score=clamped, reason=f"score {value!r} clamped to [0, 1]", seconds=seconds
-        )
-    return ScoreResult(score=float(value), reason=None, seconds=seconds)
+        return ScoreResult(score=clamped, reason=f"score {value!r} clamped to [0, 1]", **measured)
+    return ScoreResult(score=float(value), reason=None, **measured)
 
 
 def _score_message(job: ScoreJob, task_file: str) -> dict:
@@ -487,6 +591,11 @@ class SandboxPool:
     Args:
         config: Isolation and limits.
         workers: Number of sandboxes, i.e. concurrent jobs.
+
+    Attributes:
+        limits_mechanism: What bounds the memory and process count of a whole
+            job: ``"cgroup-v2"``, ``"cgroup-v1"``, ``"census"`` or ``"rlimits"``
+            (see the module documentation); checked by making a cgroup, not assumed.
     """
 
     def __init__(self, *, config: SandboxConfig, workers: int):
@@ -495,6 +604,7 @@ class SandboxPool:
         self.config = config
         self.workers = workers
         self.isolation = resolve_isolation(config)
+        self._cgroups, self.limits_mechanism = self._job_limits()
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
         self._binds: frozenset[str] = frozenset()
         self._lock = threading.Lock()
@@ -504,6 +614,29 @@ class SandboxPool:
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="qd-sandbox-start")
         for _ in range(workers):
             self._idle.put(None)  # started on first use
+
+    def _job_limits(self) -> tuple[_cgroups.JobCgroups | None, str]:
+        why = "not asked for (use_cgroups=False)"
+        if self.config.use_cgroups:
+            cgroups, why = _cgroups.detect(
+                memory_bytes=self.config.memory_bytes, max_processes=self.config.max_processes
+            )
+            if cgroups is not None:
+                logger.info("sandbox job limits: %s", cgroups.mechanism)
+                return cgroups, cgroups.mechanism
+        mechanism = "rlimits" if self.isolation == "none" else "census"
+        logger.info("sandbox job limits: %s; no per-job cgroups: %s", mechanism, why)
+        return None, mechanism
+
+    def _process_rlimit(self) -> int:
+        """RLIMIT_NPROC of task processes: it counts every process of the task uid.
+
+        Where cgroups or the census bound each job, it is only a backstop, set high
+        enough that concurrent jobs cannot starve each other; alone it is the limit.
+        """
+        if self.limits_mechanism == "rlimits":
+            return self.config.max_processes
+        return self.config.max_processes * (self.workers + 1)
 
     def __enter__(self) -> "SandboxPool":
         return self
@@ -542,7 +675,12 @@ class SandboxPool:
                 worker = None
             if worker is None:
                 worker = self._spawner.submit(
-                    _Worker, config=self.config, isolation=self.isolation, binds=self._binds
+                    _Worker,
+                    config=self.config,
+                    isolation=self.isolation,
+                    binds=self._binds,
+                    cgroups=self._cgroups,
+                    process_rlimit=self._process_rlimit(),
                 ).result()
             try:
                 return worker.run(message)

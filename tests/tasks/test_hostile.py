@@ -5,6 +5,7 @@ Each behaviour in ``tests/tasks/hostile/*.py`` runs in ``get_tasks`` or in
 pool must still score a benign task correctly.
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -28,7 +29,12 @@ from qd_llm.tasks.taskdir import Lineage, TaskInfo, write_task
 HOSTILE = Path(__file__).parent / "hostile"
 SECRET_ENV = "QD_LLM_FAKE_SECRET"
 CONFIG = SandboxConfig(
-    isolation="bwrap", cpu_seconds=1, wall_seconds=3, memory_bytes=512 << 20, max_processes=32
+    isolation="bwrap",
+    cpu_seconds=1,
+    wall_seconds=3,
+    memory_bytes=256 << 20,
+    max_processes=32,
+    tmp_bytes=32 << 20,
 )
 BOUND_SECONDS = 10.0  # worst case: wall limit + killing + a sandbox restart
 
@@ -38,8 +44,14 @@ PROBES = ("net_connect", "dns_lookup", "write_outside", "read_secrets")
 # Forged frames on stdout/stderr and on every open descriptor; writing into its
 # own report pipe may also garble its report, so a failure reason is allowed.
 FORGERY = "forge_result"
+# Limits of the whole job end it the moment they are reached, whatever the mechanism.
+WHOLE_JOB_LIMITS = {
+    "fork_bomb": ("process limit reached",),
+    "memory_bomb_processes": ("memory limit reached",),
+    "tmpfs_fill": ("temporary space limit reached",),
+}
 FAILURES = {
-    "fork_bomb": ("timeout", "CPU time"),
+    **WHOLE_JOB_LIMITS,
     "memory_bomb": ("MemoryError",),
     "infinite_loop": ("CPU time", "timeout"),
     "sleep_forever": ("timeout",),
@@ -272,3 +284,41 @@ class TaskFamily:
         assert pool.score(job).score == 0.0
         assert baseline == 0.02
         assert pool.score(census_job).score == baseline
+
+
+def test_whole_job_limits_use_cgroups_where_root_can_make_them(pool):
+    """On the project's machines (root, cgroups mounted) the checked mechanism is a cgroup."""
+    hierarchies = [Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified")]
+    if os.geteuid() != 0 or not any(os.access(p, os.W_OK) for p in hierarchies):
+        pytest.skip("needs root and a writable cgroup hierarchy")
+    assert pool.limits_mechanism in ("cgroup-v1", "cgroup-v2")
+
+
+def test_cgroups_measure_the_peaks_of_a_job(pool, host):
+    if not pool.limits_mechanism.startswith("cgroup"):
+        pytest.skip(f"no per-job cgroups here ({pool.limits_mechanism})")
+    results = {}
+    for behaviour in ("fork_bomb", "memory_bomb_processes"):
+        task_dir = _hostile_task(host, behaviour, "score")
+        job = ScoreJob(task_dir=task_dir, instance_id="1", data={}, submission="")
+        results[behaviour] = pool.score(job)
+
+    assert results["fork_bomb"].peak_processes == CONFIG.max_processes
+    assert CONFIG.memory_bytes // 2 < results["memory_bomb_processes"].peak_memory_bytes
+    assert results["memory_bomb_processes"].peak_memory_bytes <= CONFIG.memory_bytes
+
+
+def test_without_cgroups_a_census_ends_the_job(host, benign):
+    """The fallback: the fork-server counts its PID namespace and checks the tmpfs."""
+    # A long wall clock: the job must end because the census saw it over a limit.
+    config = dataclasses.replace(CONFIG, use_cgroups=False, wall_seconds=30, cpu_seconds=30)
+    with SandboxPool(config=config, workers=2) as census_pool:
+        assert census_pool.limits_mechanism == "census"
+        for behaviour, reasons in WHOLE_JOB_LIMITS.items():
+            task_dir = _hostile_task(host, behaviour, "score")
+            job = ScoreJob(task_dir=task_dir, instance_id="1", data={}, submission="")
+            result = census_pool.score(job)
+            assert result.score == 0.0
+            assert any(reason in result.reason for reason in reasons), result.reason
+            assert result.peak_memory_bytes is None
+        _assert_pool_healthy(census_pool, benign)
