@@ -287,11 +287,12 @@ class TaskFamily:
 
 
 def test_whole_job_limits_use_cgroups_where_root_can_make_them(pool):
-    """On the project's machines (root, cgroups mounted) the checked mechanism is a cgroup."""
-    hierarchies = [Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup/unified")]
-    if os.geteuid() != 0 or not any(os.access(p, os.W_OK) for p in hierarchies):
-        pytest.skip("needs root and a writable cgroup hierarchy")
-    assert pool.limits_mechanism in ("cgroup-v1", "cgroup-v2")
+    """On the project's machine kind (root, cgroup v1 memory and pids mounted read-write),
+    the checked mechanism is a per-job cgroup."""
+    procs = [Path(f"/sys/fs/cgroup/{name}/cgroup.procs") for name in ("memory", "pids")]
+    if os.geteuid() != 0 or not all(os.access(p, os.W_OK) for p in procs):
+        pytest.skip("needs root and writable cgroup v1 memory and pids hierarchies")
+    assert pool.limits_mechanism == "cgroup-v1"
 
 
 def test_cgroups_measure_the_peaks_of_a_job(pool, host):
