@@ -22,7 +22,9 @@ Both layouts are handled:
 
 :func:`detect` probes by making and removing a cgroup, so a layout is only used
 where it works; otherwise the sandbox falls back to per-process rlimits and a
-process census (see :mod:`qd_llm.tasks.sandbox`).
+process census (see :mod:`qd_llm.tasks.sandbox`). Job cgroups are named
+``qd-sandbox-<pid>-<random>``; :func:`detect` also removes the empty ones whose
+owner pid no longer runs (a pool killed mid-job).
 """
 
 import contextlib
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 _MOUNTINFO = "/proc/self/mountinfo"
 _OWN_CGROUPS = "/proc/self/cgroup"
 _REMOVE_SECONDS = 2.0
+_PREFIX = "qd-sandbox-"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,7 +66,8 @@ class _Hierarchy:
 
     def present(self) -> "_Hierarchy":
         """This layout less the optional files a test cgroup here does not have."""
-        probe = self.parent / f"qd-sandbox-{os.getpid()}-{secrets.token_hex(6)}"
+        _remove_stale(self.parent)
+        probe = self.parent / _fresh_name()
         probe.mkdir()
         try:
             missing = {f for f in self.optional if not (probe / f).exists()}
@@ -76,6 +80,23 @@ class _Hierarchy:
         )
 
 
+def _fresh_name() -> str:
+    return f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def _remove_stale(parent: Path) -> None:
+    """Removes the empty job cgroups that processes which died mid-job left behind."""
+    for path in parent.glob(f"{_PREFIX}*"):
+        owner = path.name.removeprefix(_PREFIX).split("-")[0]
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # refused while processes are left in it
+        except (ValueError, PermissionError):
+            continue
+
+
 class JobCgroup:
     """The cgroups of one job, with the descriptors the sandbox needs.
 
@@ -86,7 +107,7 @@ class JobCgroup:
     """
 
     def __init__(self, hierarchies: tuple[_Hierarchy, ...]):
-        name = f"qd-sandbox-{os.getpid()}-{secrets.token_hex(6)}"
+        name = _fresh_name()
         self._made: list[tuple[Path, _Hierarchy]] = []
         self.procs_fds: list[int] = []
         self.watch_fds: list[int] = []

@@ -84,3 +84,25 @@ def test_a_job_cgroup_is_removed_with_the_processes_left_in_it():
 
     assert leftover.wait(timeout=10) == -signal.SIGKILL
     assert 0 < peaks["peak_memory_bytes"] <= 64 << 20
+
+
+def test_cgroups_left_by_a_dead_pool_are_removed():
+    factory, why = _cgroups.detect(memory_bytes=64 << 20, max_processes=8)
+    if factory is None:
+        pytest.skip(f"no per-job cgroups here: {why}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    parents = [h.parent for h in factory._hierarchies]
+    stale = [parent / f"qd-sandbox-{dead.pid}-0123456789ab" for parent in parents]
+    ours = [parent / f"qd-sandbox-{os.getpid()}-0123456789ab" for parent in parents]
+    for path in (*stale, *ours):
+        path.mkdir()
+    try:
+        _cgroups.detect(memory_bytes=64 << 20, max_processes=8)
+
+        assert not any(path.exists() for path in stale)
+        assert all(path.exists() for path in ours)
+    finally:
+        for path in (*stale, *ours):
+            if path.exists():
+                path.rmdir()
