@@ -436,9 +436,11 @@ class _Worker:
     def run(self, message: dict) -> dict:
         """Sends one job and returns its payload, with the job's peaks where known.
 
+        A job whose cgroups the kernel refuses (e.g. too many cgroups) fails
+        without running.
+
         Raises:
             _WorkerDied: The sandbox died or missed its deadline; it is closed.
-            OSError: The job's cgroups could not be made.
         """
         if self._cgroups is None:
             return self._send(message)
