@@ -32,7 +32,7 @@ CONFIG = SandboxConfig(
     isolation="bwrap",
     cpu_seconds=1,
     wall_seconds=3,
-    memory_bytes=256 << 20,
+    memory_bytes=128 << 20,
     max_processes=32,
     tmp_bytes=32 << 20,
 )
