@@ -149,3 +149,15 @@ def test_a_kill_at_any_moment_leaves_old_or_new(tmp_path):
         a, b = ((target / name).read_text() for name in ("a", "b"))
         assert _is_whole(a) and a == b
         assert _is_whole((tmp_path / "note.txt").read_text())
+
+
+def test_replacing_without_exchange_still_replaces(tmp_path, monkeypatch):
+    """Where renameat2 cannot exchange, two renames replace the folder (with a gap)."""
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    with atomic.directory(tmp_path / "d") as tmp:
+        (tmp / "f").write_text("old")
+    with atomic.directory(tmp_path / "d", overwrite=True) as tmp:
+        (tmp / "f").write_text("new")
+
+    assert (tmp_path / "d" / "f").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
