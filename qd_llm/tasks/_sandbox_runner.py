@@ -98,11 +98,10 @@ def _apply_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"], limits["max_file_bytes"]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    try:
-        procs = limits["process_rlimit"]
-        resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
-    except (ValueError, OSError):
-        pass
+    procs = limits["process_rlimit"]  # None where the job's pids cgroup bounds it
+    if procs is not None:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
 
 
 def _load_task_family(task_file: str, source: bytes):

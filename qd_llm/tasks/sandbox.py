@@ -20,9 +20,10 @@ files. Everything they compute is computed by :mod:`qd_llm.tasks._sandbox_runner
   limits. Use it only for task code you trust.
 
 In every mode each job runs in a fresh forked process with rlimits on CPU
-seconds, address space, processes, file size and open files, in a fresh private
-temp dir that is also ``$HOME``, under a wall-clock limit after which its whole
-process group (in the sandboxes: its whole PID namespace) is killed. The task's
+seconds, address space, file size, open files and (without cgroups) processes,
+in a fresh private temp dir that is also ``$HOME``, under a wall-clock limit
+after which its whole process group (in the sandboxes: its whole PID namespace)
+is killed. The task's
 stdout and stderr are captured separately and capped; results come back on a
 dedicated pipe in nonce-tagged, length-prefixed frames, so text printed by a task
 cannot pose as a result.
@@ -354,7 +355,7 @@ class _Worker:
         isolation: The resolved isolation mode.
         binds: Host paths to bind read-only.
         cgroups: Makes each job's cgroups; None without.
-        process_rlimit: RLIMIT_NPROC of the task's processes.
+        process_rlimit: RLIMIT_NPROC of the task's processes; None leaves it.
     """
 
     def __init__(
@@ -364,7 +365,7 @@ class _Worker:
         isolation: str,
         binds: frozenset[str],
         cgroups: _cgroups.JobCgroups | None,
-        process_rlimit: int,
+        process_rlimit: int | None,
     ):
         self._config = config
         self.binds = binds
@@ -630,12 +631,16 @@ class SandboxPool:
         logger.info("sandbox job limits: %s; no per-job cgroups: %s", mechanism, why)
         return None, mechanism
 
-    def _process_rlimit(self) -> int:
-        """RLIMIT_NPROC of task processes: it counts every process of the task uid.
+    def _process_rlimit(self) -> int | None:
+        """RLIMIT_NPROC of task processes (None: left as inherited).
 
-        Where cgroups or the census bound each job, it is only a backstop, set high
-        enough that concurrent jobs cannot starve each other; alone it is the limit.
+        It counts every process of the task uid, in every job and every pool. A
+        job's pids cgroup bounds exactly its own processes, so with cgroups it is
+        not set (it would only let other pools' jobs starve this one). The census
+        needs room to see a job over ``max_processes``; alone it is the limit.
         """
+        if self._cgroups is not None:
+            return None
         if self.limits_mechanism == "rlimits":
             return self.config.max_processes
         return self.config.max_processes * (self.workers + 1)
