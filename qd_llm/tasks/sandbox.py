@@ -23,10 +23,9 @@ In every mode each job runs in a fresh forked process with rlimits on CPU
 seconds, address space, file size, open files and (without cgroups) processes,
 in a fresh private temp dir that is also ``$HOME``, under a wall-clock limit
 after which its whole process group (in the sandboxes: its whole PID namespace)
-is killed. The task's
-stdout and stderr are captured separately and capped; results come back on a
-dedicated pipe in nonce-tagged, length-prefixed frames, so text printed by a task
-cannot pose as a result.
+is killed. The task's stdout and stderr are captured separately and capped;
+results come back on a dedicated pipe in nonce-tagged, length-prefixed frames,
+so text printed by a task cannot pose as a result.
 
 Limits of a whole job (all its processes together), reported by
 :attr:`SandboxPool.limits_mechanism`:
