@@ -38,6 +38,13 @@ def register(subparsers) -> None:
     export.add_argument(
         "--merged", action="store_true", help="also write full checkpoints with the LoRA merged"
     )
+    export.add_argument(
+        "--base-path",
+        type=Path,
+        metavar="DIR",
+        help="local base-model folder to name in adapter_config.json (default: the base's hub "
+        "id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct); `qd-llm prepare` prints the built-in one",
+    )
     export.set_defaults(func=_export)
 
     for name, help_text in (
@@ -99,7 +106,12 @@ def _export(args) -> int:
     from qd_llm.export import MANIFEST, export_elites
 
     exported = export_elites(
-        args.run_dir, args.out, top=args.top, taskforce=args.taskforce, merged=args.merged
+        args.run_dir,
+        args.out,
+        top=args.top,
+        taskforce=args.taskforce,
+        merged=args.merged,
+        base_path=args.base_path,
     )
     print(json.dumps({"exported": len(exported), "manifest": str(args.out / MANIFEST)}))
     return 0

