@@ -4,10 +4,10 @@ import io
 import json
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _hostile import TouchOnUnpickle, code_executing_pickle
 
 from qd_llm.errors import QdLlmError
 from qd_llm.runs import (
@@ -105,19 +105,6 @@ def test_checkpoint_is_one_npz_of_json_and_arrays_read_without_pickle(tmp_path):
         run.save_checkpoint(1, {"ids": np.array(["a"], dtype=object)})
 
 
-def _payload(marker):
-    """Pickle bytes that create ``marker`` when unpickled."""
-    return pickle.dumps(_Touch(marker))
-
-
-class _Touch:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
-
-
 def _flip_middle(data: bytes) -> bytes:
     """``data`` with 8 bytes in the middle inverted (bit rot inside a member)."""
     middle = len(data) // 2
@@ -130,14 +117,14 @@ def _object_array_npz(marker) -> bytes:
     document |= {"metrics_bytes": 0, "evals_bytes": 0, "state": {"x": {"__array__": "a0"}}}
     buffer = io.BytesIO()
     text = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
-    np.savez(buffer, document=text, a0=np.array([_Touch(marker)], dtype=object))
+    np.savez(buffer, document=text, a0=np.array([TouchOnUnpickle(marker)], dtype=object))
     return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (lambda data, marker: _payload(marker), "damaged or not a checkpoint"),
+        (lambda data, marker: code_executing_pickle(marker), "damaged or not a checkpoint"),
         (lambda data, marker: data[: len(data) // 2], "damaged or not a checkpoint"),
         (lambda data, marker: _flip_middle(data), "damaged or not a checkpoint"),
         (lambda data, marker: os.urandom(len(data)), "damaged or not a checkpoint"),
@@ -166,11 +153,11 @@ def test_a_legacy_pickle_checkpoint_is_refused_unread(tmp_path):
     run = _planted_run(tmp_path)
     marker = tmp_path / "marker"
     run.checkpoint_path.unlink()
-    (run.path / "checkpoint.pkl").write_bytes(_payload(marker))
+    (run.path / "checkpoint.pkl").write_bytes(code_executing_pickle(marker))
     before = _files(run)
     with pytest.raises(QdLlmError, match="written by an older qd_llm"):
         run.load_checkpoint()
     assert _files(run) == before and not marker.exists()
     # The payload is live: unpickling it would have made the marker.
-    pickle.loads(_payload(marker))
+    pickle.loads(code_executing_pickle(marker))
     assert marker.exists()
