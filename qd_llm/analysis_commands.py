@@ -125,6 +125,7 @@ def _evaluate(args):
     from qd_llm.runs import RunDir
 
     run = RunDir.open(args.run_dir)
+    run.read_checkpoint()  # a checkpoint that cannot be read fails before any model loads
     task_set = load_task_set(args.tasks, run_dir=run.path, limit=args.limit, seed=args.shuffle_seed)
     loop = Coevolution(config_from_dict(run.config()), run)
     try:

@@ -47,6 +47,12 @@ from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.dns import dns_select
 from qd_llm.qd.emitters import OperatorBandit, Recipe
 from qd_llm.qd.niche_map import NicheMap
+from qd_llm.random_state import (
+    generator_from_state,
+    generator_state,
+    python_random_state,
+    set_python_random_state,
+)
 from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
@@ -269,38 +275,45 @@ class Coevolution:
         self.generation = -1
 
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly (pickled into the checkpoint)."""
+        """Everything needed to continue exactly, as JSON types and numpy arrays."""
         return {
             "generation": self.generation,
             "population": list(self.population),
             "task_archive": self.tasks.state_dict(),
-            # Pickled together so the emitters keep sharing the niche map's archive.
-            "niche": self.niche,
-            "bandit": self.bandit,
-            "rng": self.rng,
-            "python_random": random.getstate(),
-            "torch_random": torch.get_rng_state(),
+            "niche": self.niche.state_dict(),
+            "bandit": self.bandit.state_dict(),
+            "rng": generator_state(self.rng),
+            "python_random": python_random_state(),
+            "torch_random": torch.get_rng_state().numpy(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.generation = state["generation"]
-        self.population = list(state["population"])
+        """Continues from :meth:`state_dict` (as read back from a checkpoint)."""
+        self.generation = int(state["generation"])
+        self.population = [str(genome_id) for genome_id in state["population"]]
         self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=self.embedder)
-        self.niche = state["niche"]
-        self.bandit = state["bandit"]
-        self.rng = state["rng"]
-        random.setstate(state["python_random"])
-        torch.set_rng_state(state["torch_random"])
+        self.niche = NicheMap.from_state_dict(state["niche"])
+        # The emitters serve the niche map's archive, as in a fresh run.
+        self.bandit = OperatorBandit.from_state_dict(state["bandit"], archive=self.niche.archive)
+        self.rng = generator_from_state(state["rng"])
+        set_python_random_state(state["python_random"])
+        torch_random = np.asarray(state["torch_random"])
+        if torch_random.dtype != np.uint8:
+            raise ValueError(f"torch RNG state has dtype {torch_random.dtype}, not uint8")
+        torch.set_rng_state(torch.from_numpy(torch_random.copy()))
 
     # --- the loop ------------------------------------------------------------------
 
     def run_generations(self) -> None:
         """Runs (or resumes) the loop up to ``population.generations``."""
-        checkpoint = self.run.load_checkpoint()
+        checkpoint = self.run.read_checkpoint()
         self._fresh_state()
         if checkpoint is not None:
-            self.load_state_dict(checkpoint.state)
+            with self.run.restoring_state():
+                self.load_state_dict(checkpoint.state)
             logger.info("resuming %s after generation %d", self.run.path, self.generation)
+        # Only now, with the checkpoint known good, drop what a cut-short generation wrote.
+        self.run.cut_back(checkpoint)
         total = self.config.population.generations
         bar = None
         if self.config.progress:

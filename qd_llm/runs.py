@@ -9,7 +9,7 @@ Layout::
       instances/         each task's instances as computed in the sandbox (JSON)
       genomes/           the GenomeStore: one PEFT adapter folder per genome
       tasks/             every task directory ever written (AC/DC layout)
-      checkpoint.pkl     loop state after the last finished generation
+      checkpoint.npz     loop state after the last finished generation (data only)
       figures/           niche_map.png at the end of the run
 
 Metrics rows hold deterministic fields (``generation``, ``population_size``,
@@ -21,17 +21,34 @@ identical between an interrupted-and-resumed run and an uninterrupted one with
 the same seed.
 
 Consistency under ``kill -9``: a generation appends its metrics row and its
-evaluation records first and then atomically replaces ``checkpoint.pkl``,
+evaluation records first and then atomically replaces ``checkpoint.npz``,
 which records the byte sizes of ``metrics.jsonl`` and ``evals.jsonl`` it
 covers. Resuming truncates both files to those sizes, so a generation that
 was cut short leaves no trace and is recomputed identically.
+
+The checkpoint is pure data, so opening a run directory someone else wrote
+never runs code: a NumPy ``.npz`` archive (one file, written atomically) whose
+member ``document`` is a UTF-8 JSON document (as a ``uint8`` array) and whose
+other members are the numeric arrays the document refers to as
+``{"__array__": NAME}``. It is read with ``allow_pickle=False``. The document
+holds ``format`` (:data:`CHECKPOINT_FORMAT`) and ``version``
+(:data:`CHECKPOINT_VERSION`), checked before anything else is used, then
+``generation``, ``metrics_bytes``, ``evals_bytes`` and the loop's ``state``.
+A damaged, foreign or other-version checkpoint is refused with one
+:class:`~qd_llm.errors.QdLlmError` line and nothing on disk changes. Runs from
+older versions hold ``checkpoint.pkl`` (a pickle); it is refused, never loaded.
 """
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
-import pickle
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from qd_llm import atomic
 from qd_llm.errors import QdLlmError
@@ -39,11 +56,18 @@ from qd_llm.errors import QdLlmError
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 EVALS_FILE = "evals.jsonl"
-CHECKPOINT_FILE = "checkpoint.pkl"
+CHECKPOINT_FILE = "checkpoint.npz"
+#: The pickled checkpoint of earlier versions: refused, never unpickled.
+LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
 GENOMES_DIR = "genomes"
 TASKS_DIR = "tasks"
 FIGURES_DIR = "figures"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_FORMAT = "qd_llm-checkpoint"
+CHECKPOINT_VERSION = 2
+# The npz member holding the JSON document, and the key marking an array reference in it.
+_DOCUMENT = "document"
+_ARRAY = "__array__"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 #: Metrics keys that hold wall time and so differ between identical runs.
 TIMING_KEYS = ("seconds", "timings")
@@ -60,7 +84,8 @@ class Checkpoint:
 
     Attributes:
         generation: The last finished generation.
-        state: The loop's state (population, archives, bandit, RNG states...).
+        state: The loop's state (population, archives, bandit, RNG states...) as
+            JSON types and numpy arrays of numbers.
         metrics_bytes: Size of ``metrics.jsonl`` this checkpoint covers.
         evals_bytes: Size of ``evals.jsonl`` this checkpoint covers.
         version: Checkpoint format version.
@@ -170,34 +195,173 @@ class RunDir:
         return path.stat().st_size if path.exists() else 0
 
     def save_checkpoint(self, generation: int, state: dict) -> None:
-        """Atomically replaces ``checkpoint.pkl`` with the state after ``generation``."""
+        """Atomically replaces ``checkpoint.npz`` with the state after ``generation``.
+
+        Args:
+            generation: The last finished generation.
+            state: JSON types (str keys) and numpy arrays of numbers; tuples come back as lists.
+        """
         checkpoint = Checkpoint(
             generation=generation,
             state=state,
             metrics_bytes=self._size(self.metrics_path),
             evals_bytes=self._size(self.evals_path),
         )
-        atomic.write_bytes(self.checkpoint_path, pickle.dumps(checkpoint, protocol=5))
+        atomic.write_bytes(self.checkpoint_path, encode_checkpoint(checkpoint))
 
-    def load_checkpoint(self) -> Checkpoint | None:
-        """The last checkpoint, with the metrics and evals files cut back to it.
+    def read_checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint, read and validated without changing anything on disk.
 
-        Returns None (and empties both files) when no generation finished yet.
+        Returns None when no generation finished yet.
+
+        Raises:
+            QdLlmError: The checkpoint is damaged, foreign, of another version, or
+                the run was written by an older qd_llm (``checkpoint.pkl``).
         """
         if not self.checkpoint_path.exists():
-            checkpoint = None
-            metrics_bytes = evals_bytes = 0
-        else:
-            checkpoint = pickle.loads(self.checkpoint_path.read_bytes())
-            if getattr(checkpoint, "version", None) != CHECKPOINT_VERSION:
-                raise QdLlmError(f"{self.checkpoint_path} has an unsupported format version")
+            if (self.path / LEGACY_CHECKPOINT_FILE).exists():
+                raise QdLlmError(
+                    f"run {self.path} was written by an older qd_llm ({LEGACY_CHECKPOINT_FILE}, "
+                    "a pickle, which this version never loads); open or resume it with the "
+                    "qd_llm version that wrote it"
+                )
+            return None
+        try:
+            data = self.checkpoint_path.read_bytes()
+        except OSError as error:
+            raise QdLlmError(f"cannot read {self.checkpoint_path}: {error.strerror}") from error
+        return decode_checkpoint(data, source=self.checkpoint_path)
+
+    def cut_back(self, checkpoint: Checkpoint | None) -> None:
+        """Truncates ``metrics.jsonl`` and ``evals.jsonl`` to what ``checkpoint`` covers.
+
+        ``None`` (no finished generation) empties both.
+        """
+        metrics_bytes = evals_bytes = 0
+        if checkpoint is not None:
             metrics_bytes, evals_bytes = checkpoint.metrics_bytes, checkpoint.evals_bytes
         for path, size in ((self.metrics_path, metrics_bytes), (self.evals_path, evals_bytes)):
             if path.exists() and path.stat().st_size > size:
                 with open(path, "r+b") as f:
                     f.truncate(size)
                     os.fsync(f.fileno())
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint, with the metrics and evals files cut back to it.
+
+        Returns None (and empties both files) when no generation finished yet.
+
+        Raises:
+            QdLlmError: See :meth:`read_checkpoint`; then nothing was truncated.
+        """
+        checkpoint = self.read_checkpoint()
+        self.cut_back(checkpoint)
         return checkpoint
+
+    @contextlib.contextmanager
+    def restoring_state(self) -> Iterator[None]:
+        """Turns errors from rebuilding objects out of the checkpoint's state into one line.
+
+        A checkpoint of the right format and version can still hold a state that
+        does not fit (edited by hand, or written by a development version).
+        """
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise QdLlmError(
+                f"{self.checkpoint_path} holds a loop state this qd_llm cannot restore "
+                f"({type(error).__name__}: {error})"
+            ) from error
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """The ``.npz`` bytes of ``checkpoint`` (see the module docstring)."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def plain(value, where: str):
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise TypeError(f"checkpoint state {where}: object arrays are not data")
+            name = f"a{len(arrays)}"
+            arrays[name] = value
+            return {_ARRAY: name}
+        if isinstance(value, dict):
+            if _ARRAY in value or not all(isinstance(k, str) for k in value):
+                raise TypeError(f"checkpoint state {where}: keys must be str other than {_ARRAY}")
+            return {k: plain(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise TypeError(f"checkpoint state {where}: {type(value).__name__} is not plain data")
+
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "version": checkpoint.version,
+        "generation": checkpoint.generation,
+        "metrics_bytes": checkpoint.metrics_bytes,
+        "evals_bytes": checkpoint.evals_bytes,
+        "state": plain(checkpoint.state, "state"),
+    }
+    text = json.dumps(document, sort_keys=True).encode("utf-8")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_DOCUMENT: np.frombuffer(text, dtype=np.uint8)}, **arrays)
+    return buffer.getvalue()
+
+
+def decode_checkpoint(data: bytes, *, source: Path) -> Checkpoint:
+    """The checkpoint in ``data`` (the bytes of ``source``), validated before use.
+
+    Raises:
+        QdLlmError: ``data`` is not a checkpoint of :data:`CHECKPOINT_FORMAT` version
+            :data:`CHECKPOINT_VERSION`, or is damaged.
+    """
+    expected = f"expected a {CHECKPOINT_FORMAT} version {CHECKPOINT_VERSION} .npz written by qd_llm"
+    try:
+        # np.load would take anything else for a pickle (refused, but with advice to trust it).
+        if not data.startswith(_ZIP_MAGIC):
+            raise ValueError("not an .npz (zip) archive")
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            raw = npz[_DOCUMENT]
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ValueError(f"member '{_DOCUMENT}' is not a byte string")
+            document = json.loads(raw.tobytes().decode("utf-8"))
+            if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"no '{CHECKPOINT_FORMAT}' document")
+            if document.get("version") != CHECKPOINT_VERSION:
+                raise QdLlmError(
+                    f"{source} has checkpoint format version {document.get('version')!r}; "
+                    f"this qd_llm reads version {CHECKPOINT_VERSION}"
+                )
+
+            def resolve(value):
+                if isinstance(value, dict):
+                    if set(value) == {_ARRAY}:
+                        return npz[value[_ARRAY]]
+                    return {k: resolve(v) for k, v in value.items()}
+                if isinstance(value, list):
+                    return [resolve(v) for v in value]
+                return value
+
+            checkpoint = Checkpoint(
+                generation=document["generation"],
+                state=resolve(document["state"]),
+                metrics_bytes=document["metrics_bytes"],
+                evals_bytes=document["evals_bytes"],
+            )
+        counts = (checkpoint.generation, checkpoint.metrics_bytes, checkpoint.evals_bytes)
+        if not all(type(n) is int and n >= -1 for n in counts) or not isinstance(
+            checkpoint.state, dict
+        ):
+            raise ValueError("generation, byte counts or state of the wrong type")
+    except QdLlmError:
+        raise
+    # np.load and zipfile raise any of these on foreign, truncated or corrupted bytes.
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split())  # one line, whatever the library said
+        message = f"{source} is damaged or not a checkpoint ({reason}); {expected}"
+        raise QdLlmError(message) from error
+    return checkpoint
 
 
 def format_status(run: RunDir) -> str:

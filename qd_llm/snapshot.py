@@ -8,7 +8,6 @@ Plots, the report, coverage and export all read runs through it.
 """
 
 import json
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from qd_llm.errors import QdLlmError
 from qd_llm.models.genome import GenomeStore
-from qd_llm.qd.niche_map import Elite
+from qd_llm.qd.niche_map import Elite, NicheMap
 from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
 
@@ -28,21 +27,23 @@ class RunSnapshot:
         path: The run directory.
 
     Raises:
-        QdLlmError: ``path`` is not a run directory or has no finished generation.
+        QdLlmError: ``path`` is not a run directory, has no finished generation, or
+            its checkpoint cannot be read (see :meth:`~qd_llm.runs.RunDir.read_checkpoint`).
     """
 
     def __init__(self, path: str | Path):
         self.run = RunDir.open(path)
         self.config = self.run.config()
-        if not self.run.checkpoint_path.exists():
+        checkpoint = self.run.read_checkpoint()
+        if checkpoint is None:
             raise QdLlmError(f"run {self.run.path} has no checkpoint: no generation finished yet")
-        checkpoint = pickle.loads(self.run.checkpoint_path.read_bytes())
         state = checkpoint.state
         self.generation: int = checkpoint.generation
-        self.population: list[str] = list(state["population"])
-        self.niche = state["niche"]
-        # The embedder is only needed to embed new tasks; a snapshot embeds none.
-        self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=None)
+        with self.run.restoring_state():
+            self.population: list[str] = [str(genome_id) for genome_id in state["population"]]
+            self.niche = NicheMap.from_state_dict(state["niche"])
+            # The embedder is only needed to embed new tasks; a snapshot embeds none.
+            self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=None)
         self.metrics = self.run.metrics()[: self.generation + 1]
         self.store = GenomeStore(
             self.run.genomes_dir,

@@ -40,12 +40,13 @@ TINY_RUN_OVERRIDES = [
 @functools.cache
 def tiny_run() -> Path:
     """The run directory (built on first call, deleted at process exit)."""
+    from qd_llm.runs import CHECKPOINT_FILE, RunDir
+
     reuse = os.environ.get("QD_LLM_ANALYSIS_RUN")
-    if reuse and (Path(reuse) / "checkpoint.pkl").exists():
+    if reuse and (Path(reuse) / CHECKPOINT_FILE).exists():
         return Path(reuse)
     from qd_llm.config import load_config
     from qd_llm.loop import Coevolution
-    from qd_llm.runs import RunDir
 
     root = Path(tempfile.mkdtemp(prefix="qd-analysis-"))
     root.chmod(0o755)  # the sandbox's unprivileged uid reads the tasks

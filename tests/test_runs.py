@@ -1,9 +1,22 @@
-"""Run directory: metrics, checkpoints cut back under kill, status screen."""
+"""Run directory: metrics, checkpoints cut back under kill, status screen, safe reading."""
 
+import io
+import json
+import os
+import pickle
+
+import numpy as np
 import pytest
+from _hostile import TouchOnUnpickle, code_executing_pickle
 
 from qd_llm.errors import QdLlmError
-from qd_llm.runs import RunDir, format_status, without_timings
+from qd_llm.runs import (
+    Checkpoint,
+    RunDir,
+    encode_checkpoint,
+    format_status,
+    without_timings,
+)
 
 CONFIG = {"preset": "demo", "seed": 1, "population": {"generations": 4}}
 
@@ -61,3 +74,90 @@ def test_status_screen_and_timing_free_rows(tmp_path):
     screen = format_status(run)
     assert "generation 2/4" in screen and "ETA" in screen and "coverage   0.600" in screen
     assert "seconds" not in without_timings(_row(0)) and "timings" not in without_timings(_row(0))
+
+
+def _planted_run(tmp_path):
+    """A run whose checkpoint covers generation 0, then a cut-short generation 1."""
+    run = RunDir.create(tmp_path / "r", CONFIG)
+    run.append_metrics(_row(0))
+    run.evals_path.write_text('{"a": 1}\n')
+    run.save_checkpoint(0, {"population": ["x"], "weights": np.arange(3.0)})
+    run.append_metrics(_row(1))
+    run.evals_path.write_text('{"a": 1}\n{"a": 2}\n')
+    return run
+
+
+def _files(run):
+    return {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+
+
+def test_checkpoint_is_one_npz_of_json_and_arrays_read_without_pickle(tmp_path):
+    run = _planted_run(tmp_path)
+    assert run.checkpoint_path.name == "checkpoint.npz"
+    with np.load(run.checkpoint_path, allow_pickle=False) as npz:
+        document = json.loads(npz["document"].tobytes())
+        assert document["format"] == "qd_llm-checkpoint" and document["version"] == 2
+        reference = document["state"]["weights"]["__array__"]
+        assert np.array_equal(npz[reference], [0.0, 1.0, 2.0])
+    state = run.read_checkpoint().state
+    assert state["population"] == ["x"] and state["weights"].dtype == np.float64
+    with pytest.raises(TypeError, match="object arrays"):
+        run.save_checkpoint(1, {"ids": np.array(["a"], dtype=object)})
+
+
+def _flip_middle(data: bytes) -> bytes:
+    """``data`` with 8 bytes in the middle inverted (bit rot inside a member)."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 8]) + data[middle + 8 :]
+
+
+def _object_array_npz(marker) -> bytes:
+    """A well-formed checkpoint document whose array member is a pickled object array."""
+    document = {"format": "qd_llm-checkpoint", "version": 2, "generation": 0}
+    document |= {"metrics_bytes": 0, "evals_bytes": 0, "state": {"x": {"__array__": "a0"}}}
+    buffer = io.BytesIO()
+    text = np.frombuffer(json.dumps(document).encode(), dtype=np.uint8)
+    np.savez(buffer, document=text, a0=np.array([TouchOnUnpickle(marker)], dtype=object))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (lambda data, marker: code_executing_pickle(marker), "damaged or not a checkpoint"),
+        (lambda data, marker: data[: len(data) // 2], "damaged or not a checkpoint"),
+        (lambda data, marker: _flip_middle(data), "damaged or not a checkpoint"),
+        (lambda data, marker: os.urandom(len(data)), "damaged or not a checkpoint"),
+        (lambda data, marker: _object_array_npz(marker), "damaged or not a checkpoint"),
+        (
+            lambda data, marker: encode_checkpoint(
+                Checkpoint(generation=0, state={}, metrics_bytes=0, evals_bytes=0, version=1)
+            ),
+            "checkpoint format version 1; this qd_llm reads version 2",
+        ),
+    ],
+    ids=["pickle", "truncated", "corrupted", "random", "object-array", "old-version"],
+)
+def test_a_bad_checkpoint_is_one_error_and_changes_nothing(tmp_path, content, message):
+    run = _planted_run(tmp_path)
+    marker = tmp_path / "marker"
+    run.checkpoint_path.write_bytes(content(run.checkpoint_path.read_bytes(), marker))
+    before = _files(run)
+    with pytest.raises(QdLlmError, match=message) as error:
+        run.load_checkpoint()
+    assert str(run.checkpoint_path) in str(error.value) and "\n" not in str(error.value)
+    assert _files(run) == before and not marker.exists()
+
+
+def test_a_legacy_pickle_checkpoint_is_refused_unread(tmp_path):
+    run = _planted_run(tmp_path)
+    marker = tmp_path / "marker"
+    run.checkpoint_path.unlink()
+    (run.path / "checkpoint.pkl").write_bytes(code_executing_pickle(marker))
+    before = _files(run)
+    with pytest.raises(QdLlmError, match="written by an older qd_llm"):
+        run.load_checkpoint()
+    assert _files(run) == before and not marker.exists()
+    # The payload is live: unpickling it would have made the marker.
+    pickle.loads(code_executing_pickle(marker))
+    assert marker.exists()

@@ -104,6 +104,47 @@ class SkillDescriptors:
         projected = (np.asarray(embeddings, float) - self.mean_) @ self.components_.T
         return np.clip(projected / self.scale_, -1.0, 1.0)
 
+    def state_dict(self) -> dict:
+        """The fitted projection as plain data (arrays stay numpy; unfitted: ``dims`` only)."""
+        if self.task_embeddings_ is None:
+            return {"dims": self.dims}
+        return {
+            "dims": self.dims,
+            "mean": self.mean_,
+            "components": self.components_,
+            "scale": self.scale_,
+            "task_embeddings": self.task_embeddings_,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "SkillDescriptors":
+        """The projection saved by :meth:`state_dict`, exactly as it was.
+
+        Raises:
+            QdLlmError: The arrays do not fit ``dims`` or each other.
+        """
+        descriptors = cls(dims=int(state["dims"]))
+        if "task_embeddings" not in state:
+            return descriptors
+        embeddings = np.asarray(state["task_embeddings"], dtype=np.float64)
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        components = np.asarray(state["components"], dtype=np.float64)
+        scale = np.asarray(state["scale"], dtype=np.float64)
+        width = embeddings.shape[-1]
+        if (
+            embeddings.ndim != 2
+            or mean.shape != (width,)
+            or components.shape != (descriptors.dims, width)
+            or scale.shape != (descriptors.dims,)
+        ):
+            raise QdLlmError(
+                f"saved skill descriptors do not fit together: embeddings {embeddings.shape}, "
+                f"mean {mean.shape}, components {components.shape}, scale {scale.shape}"
+            )
+        descriptors.mean_, descriptors.components_, descriptors.scale_ = mean, components, scale
+        descriptors.task_embeddings_ = embeddings
+        return descriptors
+
     def _fitted(self) -> np.ndarray:
         if self.task_embeddings_ is None:
             raise RuntimeError("SkillDescriptors.fit must be called before transform")

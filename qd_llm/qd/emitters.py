@@ -18,7 +18,9 @@ batch spreads over close arms instead of all going to one. pyribs'
 insertion of numeric solutions; the rule is the same UCB1.
 
 All randomness comes from one :class:`numpy.random.Generator` per emitter,
-seeded from the bandit's seed, so pickling the bandit checkpoints it exactly.
+seeded from the bandit's seed; :meth:`OperatorBandit.state_dict` saves the
+emitters' generator states, populations and statistics as plain data, so a
+bandit restored with :meth:`OperatorBandit.from_state_dict` continues exactly.
 """
 
 import dataclasses
@@ -30,6 +32,7 @@ from ribs.emitters import EmitterBase
 
 from qd_llm.errors import QdLlmError
 from qd_llm.operators import get_operator
+from qd_llm.random_state import generator_from_state, generator_state
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,6 +143,30 @@ class OperatorEmitter(EmitterBase):
         """
         self.stats.accepted += int(np.count_nonzero(np.asarray(add_info["status"])))
 
+    def state_dict(self) -> dict:
+        """What changes as the emitter runs, as JSON types (see :meth:`load_state_dict`)."""
+        return {
+            "operator": self.operator,
+            "rng": generator_state(self.rng),
+            "population": list(self.population),
+            "asked": self.stats.asked,
+            "accepted": self.stats.accepted,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continues from :meth:`state_dict` of an emitter made with the same arguments.
+
+        Raises:
+            QdLlmError: ``state`` belongs to another operator.
+        """
+        if state["operator"] != self.operator:
+            raise QdLlmError(
+                f"saved emitter state is for operator '{state['operator']}', not '{self.operator}'"
+            )
+        self.rng = generator_from_state(state["rng"])
+        self.population = tuple(str(genome_id) for genome_id in state["population"])
+        self.stats = OperatorStats(asked=int(state["asked"]), accepted=int(state["accepted"]))
+
 
 class OperatorBandit:
     """UCB1 over operator emitters (see the module docstring).
@@ -178,6 +205,41 @@ class OperatorBandit:
             )
         self.exploration = exploration
         self._generation: dict[str, OperatorStats] = {}
+
+    def state_dict(self) -> dict:
+        """The bandit as JSON types: its operators, emitters and last round's counts."""
+        return {
+            "operators": {
+                e.operator: {**e.params, "parents": e.num_parents} for e in self.emitters
+            },
+            "exploration": self.exploration,
+            "emitters": [e.state_dict() for e in self.emitters],
+            "generation": {
+                name: {"asked": s.asked, "accepted": s.accepted}
+                for name, s in self._generation.items()
+            },
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, *, archive) -> "OperatorBandit":
+        """The bandit saved by :meth:`state_dict`, serving ``archive``, continuing exactly.
+
+        Raises:
+            QdLlmError: The saved emitters do not match the saved operators.
+        """
+        bandit = cls(archive, operators=state["operators"], exploration=state["exploration"])
+        if len(state["emitters"]) != len(bandit.emitters):
+            raise QdLlmError(
+                f"saved bandit has {len(state['emitters'])} emitters for "
+                f"{len(bandit.emitters)} operators"
+            )
+        for emitter, emitter_state in zip(bandit.emitters, state["emitters"], strict=True):
+            emitter.load_state_dict(emitter_state)
+        bandit._generation = {
+            name: OperatorStats(asked=int(s["asked"]), accepted=int(s["accepted"]))
+            for name, s in state["generation"].items()
+        }
+        return bandit
 
     def _ucb(self, counts: np.ndarray, accepted: np.ndarray) -> np.ndarray:
         total = counts.sum()

@@ -13,7 +13,14 @@ and difficulty weights. Between rebuilds, :meth:`NicheMap.insert` places new
 genomes with the same projection and the weights frozen at the last rebuild,
 so all descriptors in the map stay comparable.
 
-The map pickles (pyribs archives do); there is no other save format.
+:meth:`NicheMap.state_dict` / :meth:`NicheMap.from_state_dict` save and
+restore the whole map as plain data (JSON types and numpy arrays, for
+checkpoints that never need unpickling): the map's shape and seed, the CVT
+centroids, the projection and frozen weights, and the pyribs archive's content
+*in insertion order* with its statistics and its own generator (what
+``sample_elites`` draws from), so a restored map behaves exactly like the
+saved one. pyribs 0.12 (pinned) offers no save format but pickle, so that part
+reads and writes the archive's ``ArrayStore`` and statistics directly.
 """
 
 import dataclasses
@@ -21,11 +28,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from ribs.archives import CVTArchive, GridArchive
+from ribs.archives import ArchiveStats, CVTArchive, GridArchive
 
 from qd_llm.errors import QdLlmError
 from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.dns import difficulty_weights
+from qd_llm.random_state import generator_from_state, generator_state
 
 MapKind = Literal["grid", "cvt"]
 # Samples for the CVT's k-means centroids; fixed so a seed fixes the cells.
@@ -50,7 +58,9 @@ class NicheMap:
         kind: ``"grid"`` (a ``resolution^dims`` grid) or ``"cvt"`` (``cells`` centroids).
         resolution: Cells per dimension of a grid map.
         cells: Number of cells of a CVT map.
-        seed: Seed for the CVT centroids.
+        seed: Seed for the CVT centroids and the archive's generator.
+        centroids: CVT centroids ``(cells, dims)`` to use instead of computing them
+            from ``seed`` (a restored map passes the saved ones).
     """
 
     def __init__(
@@ -61,17 +71,24 @@ class NicheMap:
         resolution: int = 10,
         cells: int = 100,
         seed: int = 0,
+        centroids: np.ndarray | None = None,
     ):
         ranges = [(-1.0, 1.0)] * dims
         common = dict(solution_dim=(), solution_dtype=object, ranges=ranges, seed=seed)
         if kind == "grid":
             self.archive = GridArchive(dims=[resolution] * dims, **common)
         elif kind == "cvt":
-            self.archive = CVTArchive(centroids=cells, samples=_CVT_SAMPLES, **common)
+            if centroids is None:
+                self.archive = CVTArchive(centroids=cells, samples=_CVT_SAMPLES, **common)
+            else:
+                self.archive = CVTArchive(centroids=np.asarray(centroids), **common)
         else:
             raise QdLlmError(f"niche map kind must be 'grid' or 'cvt'; got '{kind}'")
         self.dims = dims
         self.kind = kind
+        self.resolution = resolution
+        self.cells = cells
+        self.seed = seed
         self.descriptors: SkillDescriptors | None = None
         self.task_weights: np.ndarray | None = None
 
@@ -139,3 +156,133 @@ class NicheMap:
 
     def __len__(self) -> int:
         return len(self.archive)
+
+    # --- checkpoints ---------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The whole map as JSON types and numpy arrays (see the module docstring)."""
+        return {
+            "dims": self.dims,
+            "kind": self.kind,
+            "resolution": self.resolution,
+            "cells": self.cells,
+            "seed": self.seed,
+            # Stored rather than recomputed: k-means over 20k samples takes a while.
+            "centroids": self.archive.centroids if self.kind == "cvt" else None,
+            "descriptors": None if self.descriptors is None else self.descriptors.state_dict(),
+            "task_weights": self.task_weights,
+            "archive": _archive_state(self.archive),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "NicheMap":
+        """The map saved by :meth:`state_dict`, continuing exactly as it would have.
+
+        Raises:
+            QdLlmError: The saved content does not fit the saved map shape.
+        """
+        niche_map = cls(
+            dims=int(state["dims"]),
+            kind=state["kind"],
+            resolution=int(state["resolution"]),
+            cells=int(state["cells"]),
+            seed=int(state["seed"]),
+            centroids=state["centroids"],
+        )
+        if state["descriptors"] is not None:
+            niche_map.descriptors = SkillDescriptors.from_state_dict(state["descriptors"])
+        if state["task_weights"] is not None:
+            niche_map.task_weights = np.asarray(state["task_weights"], dtype=np.float64)
+        _restore_archive(niche_map.archive, state["archive"])
+        return niche_map
+
+
+def _archive_state(archive: GridArchive | CVTArchive) -> dict:
+    store = archive._store
+    # occupied_list is in insertion order, which data() and sample_elites follow.
+    cells = np.array(store.occupied_list, dtype=np.int32)
+    _, data = store.retrieve(cells)
+    best = archive.best_elite
+    stats = archive.stats
+    return {
+        "occupied_cells": cells,
+        "solution": [str(genome_id) for genome_id in data["solution"]],
+        "objective": data["objective"],
+        "measures": data["measures"],
+        "threshold": data["threshold"],
+        "updates": [int(n) for n in store._props["updates"]],
+        # The running sum pyribs keeps (not a fresh sum: float addition order matters).
+        "objective_sum": float(archive._objective_sum),
+        "best_elite": None
+        if best is None
+        else {
+            "index": int(best["index"]),
+            "solution": str(best["solution"]),
+            "objective": float(best["objective"]),
+            "measures": np.asarray(best["measures"]),
+            "threshold": float(best["threshold"]),
+        },
+        "stats": {
+            "num_elites": int(stats.num_elites),
+            **{
+                name: None if getattr(stats, name) is None else float(getattr(stats, name))
+                for name in ("coverage", "qd_score", "norm_qd_score", "obj_max", "obj_mean")
+            },
+        },
+        "rng": generator_state(archive._rng),
+    }
+
+
+def _restore_archive(archive: GridArchive | CVTArchive, state: dict) -> None:
+    """Fills a fresh, empty ``archive`` with what :func:`_archive_state` saved."""
+    store = archive._store
+    dtype = archive.dtypes["objective"]
+    cells = np.asarray(state["occupied_cells"])
+    n = len(cells)
+    fields = {
+        "solution": np.array(state["solution"], dtype=object).reshape(-1),
+        "objective": np.asarray(state["objective"], dtype=dtype),
+        "measures": np.asarray(state["measures"], dtype=archive.dtypes["measures"]),
+        "threshold": np.asarray(state["threshold"], dtype=dtype),
+    }
+    if (
+        cells.ndim != 1
+        or not np.issubdtype(cells.dtype, np.integer)
+        or len(np.unique(cells)) != n
+        or (n and (cells.min() < 0 or cells.max() >= store.capacity))
+        or any(len(values) != n for values in fields.values())
+        or fields["measures"].shape[1:] != (archive.measure_dim,)
+        or not all(isinstance(genome_id, str) for genome_id in fields["solution"])
+    ):
+        raise QdLlmError(
+            f"the saved niche map content ({n} cells) does not fit a map of "
+            f"{store.capacity} cells and {archive.measure_dim} dims"
+        )
+    for name, values in fields.items():
+        store._fields[name][cells] = values
+    store._props["occupied"][cells] = True
+    store._props["occupied_list"][:n] = cells
+    store._props["n_occupied"] = n
+    store._props["updates"] = [int(count) for count in state["updates"]]
+    archive._objective_sum = np.asarray(state["objective_sum"], dtype=dtype)
+    best = state["best_elite"]
+    archive._best_elite = (
+        None
+        if best is None
+        else {
+            "solution": best["solution"],
+            "objective": dtype.type(best["objective"]),
+            "measures": np.asarray(best["measures"], dtype=archive.dtypes["measures"]),
+            "threshold": dtype.type(best["threshold"]),
+            "index": np.int32(best["index"]),
+        }
+    )
+    stats = state["stats"]
+    archive._stats = ArchiveStats(
+        num_elites=int(stats["num_elites"]),
+        **{
+            name: None if stats[name] is None else np.asarray(stats[name], dtype=dtype)
+            for name in ("coverage", "qd_score", "norm_qd_score", "obj_max", "obj_mean")
+        },
+    )
+    archive._rng = generator_from_state(state["rng"])

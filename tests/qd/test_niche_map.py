@@ -1,4 +1,4 @@
-import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,6 +6,13 @@ import pytest
 from qd_llm.errors import QdLlmError
 from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.niche_map import NicheMap
+from qd_llm.runs import Checkpoint, decode_checkpoint, encode_checkpoint
+
+
+def _through_checkpoint(state: dict) -> dict:
+    """``state`` written to checkpoint bytes and read back (pure data, no pickle)."""
+    checkpoint = Checkpoint(generation=0, state=state, metrics_bytes=0, evals_bytes=0)
+    return decode_checkpoint(encode_checkpoint(checkpoint), source=Path("checkpoint.npz")).state
 
 
 def _population(n=30, t=10, seed=0):
@@ -67,17 +74,53 @@ def test_rebuild_after_task_pool_change_recomputes_everything():
     }
 
 
-def test_cvt_map_and_pickle_round_trip():
+def _same_content(a: NicheMap, b: NicheMap) -> None:
+    # data() follows insertion order, so equal lists mean the same order too.
+    da, db = a.archive.data(), b.archive.data()
+    assert list(da["solution"]) == list(db["solution"])
+    for field in ("index", "objective", "measures", "threshold"):
+        assert np.array_equal(da[field], db[field])
+    assert (a.qd_score, a.coverage, len(a)) == (b.qd_score, b.coverage, len(b))
+    assert a.archive.stats == b.archive.stats
+
+
+@pytest.mark.parametrize("kind", ["grid", "cvt"])
+def test_restored_map_continues_exactly_like_the_saved_one(kind):
     ids, skills, fitness, e = _population()
-    niche_map = NicheMap(dims=3, kind="cvt", cells=20, seed=1)
-    niche_map.rebuild(ids, skills, fitness, SkillDescriptors(dims=3).fit(e))
-    assert 0 < niche_map.coverage <= 1
-    restored = pickle.loads(pickle.dumps(niche_map))
-    assert [(x.genome_id, x.cell) for x in restored.elites()] == [
-        (x.genome_id, x.cell) for x in niche_map.elites()
-    ]
-    assert restored.qd_score == niche_map.qd_score
+    niche_map = NicheMap(dims=3, kind=kind, resolution=3, cells=20, seed=1)
+    niche_map.rebuild(ids[:5], skills[:5], fitness[:5], SkillDescriptors(dims=3).fit(e))
+    for i in reversed(range(5, 20)):  # one at a time, as the loop inserts children
+        niche_map.insert(ids[i : i + 1], skills[i : i + 1], fitness[i : i + 1])
+    niche_map.archive.sample_elites(3)  # moves the archive's own generator
+    assert 0 < niche_map.coverage < 1
+    cells = niche_map.archive.data("index").tolist()
+    assert cells != sorted(cells), "insertion order must differ from cell order to be tested"
+    restored = NicheMap.from_state_dict(_through_checkpoint(niche_map.state_dict()))
+    _same_content(niche_map, restored)
+    if kind == "cvt":
+        assert np.array_equal(restored.archive.centroids, niche_map.archive.centroids)
+    # Later inserts (frozen projection and weights), sampling and statistics agree.
+    for genome_map in (niche_map, restored):
+        genome_map.insert(ids[20:], skills[20:], fitness[20:])
+    _same_content(niche_map, restored)
+    sampled = [m.archive.sample_elites(5)["solution"].tolist() for m in (niche_map, restored)]
+    assert sampled[0] == sampled[1]
     assert restored.insert(["new"], np.ones((1, 10), dtype=bool), np.array([1.0])) == 1
+
+
+def test_an_empty_map_round_trips():
+    restored = NicheMap.from_state_dict(_through_checkpoint(NicheMap(resolution=4).state_dict()))
+    assert len(restored) == 0 and restored.descriptors is None and restored.archive.cells == 16
+
+
+def test_saved_content_that_does_not_fit_the_map_is_refused():
+    ids, skills, fitness, e = _population()
+    niche_map = NicheMap(resolution=3)
+    niche_map.rebuild(ids, skills, fitness, SkillDescriptors().fit(e))
+    state = niche_map.state_dict()
+    state["archive"]["occupied_cells"] = state["archive"]["occupied_cells"] + 9
+    with pytest.raises(QdLlmError, match="does not fit a map of 9 cells"):
+        NicheMap.from_state_dict(state)
 
 
 def test_errors():
