@@ -18,6 +18,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from qd_llm import faults
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -81,6 +83,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        faults.maybe_kill(f"atomic.before_rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -131,7 +134,11 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
                 shutil.rmtree(tmp)
                 return
             if not _exchange(tmp, path):
-                old, _ = _create_sibling(path, lambda p: os.replace(path, p))
+                # Named as remove_leftovers() expects: a kill between the two renames
+                # leaves ``.NAME.old`` and no ``NAME``, and the old folder is put back.
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
                 os.replace(tmp, path)
                 tmp = old
             _fsync_dir(path.parent)
@@ -142,3 +149,36 @@ def directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Cleans up after writes into ``folder`` that a kill cut short (not recursive).
+
+    Temporary files and directories (``.NAME.*.tmp``) are deleted: their
+    writes never happened. A directory replacement stopped between its two
+    renames leaves ``.NAME.old`` and no ``NAME``; the old directory is put
+    back. Only call this while nothing else writes into ``folder``.
+
+    Args:
+        folder: A folder written through this module (missing is fine).
+
+    Returns:
+        The paths removed or restored, sorted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    cleaned = sorted([*folder.glob(".*.tmp"), *folder.glob(".*.old")])
+    for leftover in cleaned:
+        if leftover.suffix == ".old":
+            final = leftover.with_name(leftover.name[1 : -len(".old")])
+            if not final.exists():
+                os.replace(leftover, final)
+                continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    if cleaned:
+        _fsync_dir(folder)
+    return cleaned

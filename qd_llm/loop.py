@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qd_llm import atomic, faults
 from qd_llm.config import RunConfig
 from qd_llm.errors import QdLlmError
-from qd_llm.evaluation.evaluate import Evaluator, looks_like_gibberish
+from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator, looks_like_gibberish
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import get_operator
@@ -314,6 +315,10 @@ class Coevolution:
             logger.info("resuming %s after generation %d", self.run.path, self.generation)
         # Only now, with the checkpoint known good, drop what a cut-short generation wrote.
         self.run.cut_back(checkpoint)
+        self._clean_up_interrupted_writes()
+        if checkpoint is not None and self.config.genomes.keeps_only_live_weights():
+            # The kill may have come between the checkpoint and its drop.
+            self._drop_dead_weights()
         total = self.config.population.generations
         bar = None
         if self.config.progress:
@@ -332,9 +337,12 @@ class Coevolution:
                 row["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 self.run.append_metrics(row)
+                faults.maybe_kill("loop.metrics_appended")
                 self.run.save_checkpoint(self.generation, self.state_dict())
+                faults.maybe_kill("loop.checkpoint_saved")
                 if self.config.genomes.keeps_only_live_weights():
                     self._drop_dead_weights()
+                    faults.maybe_kill("loop.weights_dropped")
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(tasks=row["num_tasks"], best=f"{row['best_fitness']:.2f}")
@@ -347,6 +355,25 @@ class Coevolution:
             figure = niche_map_figure(self.niche, generation=self.generation)
             if figure is not None:
                 save_figure(figure, self.run.figures_dir / "niche_map.png")
+
+    def _clean_up_interrupted_writes(self) -> None:
+        """Removes what a killed process left half-written in the run directory.
+
+        Atomic writes cut short leave temporary files and folders (a genome or
+        task folder being filled, an instances file, the checkpoint), and a drop
+        of weights cut short leaves a genome folder without its weights but
+        with some of their files. Generations after the checkpoint are redone
+        exactly, so their genomes, tasks and instances files are written again
+        with the same names and content.
+        """
+        for folder in (
+            self.run.path,
+            self.run.genomes_dir,
+            self.run.tasks_dir,
+            self.run.path / INSTANCES_DIR,
+        ):
+            atomic.remove_leftovers(folder)
+        self.store.finish_interrupted_drops()
 
     def _seed_genomes(self) -> list[str]:
         c = self.config
@@ -416,6 +443,7 @@ class Coevolution:
                 seed=int(self.rng.integers(_SEED_SPACE)),
             )
             self._offer_task(scientist, request, generation=0)
+            faults.maybe_kill("loop.task_seeded")
         if not len(self.tasks):
             raise QdLlmError("the scientist produced no usable initial task")
         timings["tasks"] = time.perf_counter() - t
@@ -499,6 +527,7 @@ class Coevolution:
                 generation=generation,
             )
             children.append(info.id)
+            faults.maybe_kill("loop.child_saved")
         return children, time.perf_counter() - t
 
     def _drop_dead_weights(self) -> None:
@@ -594,6 +623,7 @@ class Coevolution:
             stats[operation] += 1
             if operation != "novel":
                 replacements.append((task.task_id, parent))
+        faults.maybe_kill("loop.tasks_adapted")
         # Re-evaluate the population and the map's elites on the new pool.
         elites = [e.genome_id for e in self.niche.elites()]
         evaluated = _unique(self.population + sorted(elites))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qd_llm import atomic
+from qd_llm import atomic, faults
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
 from qd_llm.models.genome import GenomeStore
 from qd_llm.tasks.extract import extract_answer
@@ -177,6 +177,7 @@ class Evaluator:
             for genome_id, _, _, instance in rows
         ]
         completions = self.backend.generate(requests, self.decoding)
+        faults.maybe_kill("evaluate.generated")
         extracted = [extract_answer(text) for text in completions]
         results = self.sandbox.score_many(
             [
@@ -200,6 +201,7 @@ class Evaluator:
             )
         ]
         self._append(records)
+        faults.maybe_kill("evaluate.appended")
         by_pair: dict[tuple[str, str], list[EvalRecord]] = {(g, t.task_id): [] for g, t in pairs}
         for record in records:
             by_pair[(record.genome_id, record.task_id)].append(record)

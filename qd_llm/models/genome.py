@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from qd_llm import atomic
+from qd_llm import atomic, faults
 from qd_llm.errors import QdLlmError
 from qd_llm.models.full_weights import (
     Checkpoint,
@@ -184,11 +184,33 @@ class GenomeStore:
         folder = self.path(genome_id)
         markers = [folder / ADAPTER_WEIGHTS, folder / "config.json"]
         rest = sorted(f for f in folder.iterdir() if f.name != GENOME_JSON and f not in markers)
-        for file in [*markers, *rest]:
+        for file in markers:
+            file.unlink(missing_ok=True)
+        faults.maybe_kill("genome.markers_dropped")
+        for file in rest:
             if file.is_dir():
                 shutil.rmtree(file)
             else:
                 file.unlink(missing_ok=True)
+
+    def finish_interrupted_drops(self) -> list[str]:
+        """Finishes every :meth:`drop_weights` a kill cut short.
+
+        Such a genome has lost the files that mark weights but kept others;
+        they are deleted so its folder holds ``genome.json`` alone.
+
+        Returns:
+            The ids of the genomes cleaned up.
+        """
+        interrupted = [
+            genome_id
+            for genome_id in self.ids()
+            if not self.has_weights(genome_id)
+            and any(f.name != GENOME_JSON for f in self.path(genome_id).iterdir())
+        ]
+        for genome_id in interrupted:
+            self.drop_weights(genome_id)
+        return interrupted
 
     def __iter__(self) -> Iterator[GenomeInfo]:
         return (self.info(i) for i in self.ids())
@@ -238,6 +260,7 @@ class GenomeStore:
         with atomic.directory(self.path(genome_id), overwrite=True) as tmp:
             save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
             config.save_pretrained(str(tmp))
+            faults.maybe_kill("genome.weights_written")
             _write_info(tmp, info)
         return info
 

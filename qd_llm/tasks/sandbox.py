@@ -82,6 +82,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from qd_llm import faults
 from qd_llm.errors import QdLlmError
 from qd_llm.tasks import _cgroups
 from qd_llm.tasks import _sandbox_runner as runner
@@ -738,6 +739,7 @@ class SandboxPool:
                 except queue.Empty:
                     return
                 results[i] = _score_result(self._run(_score_message(jobs[i], task_files[i])))
+                faults.maybe_kill("sandbox.scored")
                 if bar is not None:
                     bar.update(1)
 

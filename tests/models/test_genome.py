@@ -118,3 +118,18 @@ def test_genome_json_without_form_reads_as_lora(tmp_path):
     assert store.info(info.id).form == "lora"
     assert not store.is_full(info.id)
     assert set(store.load(info.id)) == set(SHAPES)
+
+
+def test_a_drop_cut_short_is_finished(tmp_path):
+    store = GenomeStore(tmp_path, base_model="base")
+    kept, cut_short = store.save(_weights(0)), store.save(_weights(1), parents=("x",))
+    # What a kill inside drop_weights leaves: the weights file gone, the config not.
+    (store.path(cut_short.id) / "adapter_model.safetensors").unlink()
+    assert store.finish_interrupted_drops() == [cut_short.id]
+    assert [p.name for p in store.path(cut_short.id).iterdir()] == ["genome.json"]
+    assert {p.name for p in store.path(kept.id).iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "genome.json",
+    }
+    assert store.finish_interrupted_drops() == []
