@@ -76,6 +76,12 @@ _SERVER_CAPS = (
     "CAP_KILL",
 )
 _FRAME_HEADER = len(runner.MAGIC) + 32 + 8
+#: Longest instructions an instance may have: far beyond any model's context, so
+#: a task over it is broken (and would stall or crash generation).
+MAX_INSTRUCTION_CHARS = 100_000
+_INSTALL_BWRAP = (
+    "install it with `apt-get install bubblewrap` (Debian/Ubuntu) or `dnf install bubblewrap`"
+)
 _READ_CHUNK = 1 << 16
 
 
@@ -167,11 +173,14 @@ class ScoreResult:
         score: In [0, 1]; 0.0 whenever the scoring failed.
         reason: Why the score is 0 or was clamped (None for a clean score).
         seconds: Wall time of the job inside the sandbox.
+        failed: ``score()`` itself failed (raised, timed out, returned no
+            number); False for a clean or clamped score.
     """
 
     score: float
     reason: str | None
     seconds: float
+    failed: bool = False
 
 
 # --- isolation -----------------------------------------------------------------------
@@ -198,7 +207,10 @@ def resolve_isolation(config: SandboxConfig) -> str:
     if config.isolation in ("auto", "bwrap") and shutil.which("bwrap") and _probe("bwrap"):
         return "bwrap"
     if config.isolation == "bwrap":
-        raise QdLlmError("bubblewrap (bwrap) is not installed or cannot create a sandbox here")
+        where = "cannot create a sandbox here" if shutil.which("bwrap") else "is not on PATH"
+        raise QdLlmError(
+            f"sandbox isolation 'bwrap' needs bubblewrap, which {where}; {_INSTALL_BWRAP}"
+        )
     if shutil.which("unshare") and _probe("unshare"):
         if config.isolation == "auto":
             logger.warning(
@@ -208,7 +220,7 @@ def resolve_isolation(config: SandboxConfig) -> str:
             )
         return "unshare"
     raise QdLlmError(
-        "no sandbox is available to run task code (install bubblewrap); "
+        f"no sandbox is available to run task code; {_INSTALL_BWRAP}; "
         'to run trusted task code without isolation pass isolation="none" (unsafe)'
     )
 
@@ -429,15 +441,23 @@ def _failure_reason(payload: dict) -> str:
 def _score_result(payload: dict) -> ScoreResult:
     seconds = float(payload.get("seconds", 0.0))
     if not payload.get("ok"):
-        return ScoreResult(score=0.0, reason=_failure_reason(payload), seconds=seconds)
+        return ScoreResult(score=0.0, reason=_failure_reason(payload), seconds=seconds, failed=True)
     value = payload.get("value")
     if value is None:
         kind = payload.get("type", "NoneType")
         return ScoreResult(
-            score=0.0, reason=f"score() returned {kind}, not a number", seconds=seconds
+            score=0.0,
+            reason=f"score() returned {kind}, not a number in [0, 1]",
+            seconds=seconds,
+            failed=True,
         )
     if math.isnan(value):
-        return ScoreResult(score=0.0, reason="score() returned NaN", seconds=seconds)
+        return ScoreResult(
+            score=0.0,
+            reason="score() returned NaN, not a number in [0, 1]",
+            seconds=seconds,
+            failed=True,
+        )
     if not 0.0 <= value <= 1.0:
         clamped = min(max(value, 0.0), 1.0)
         return ScoreResult(
@@ -464,6 +484,13 @@ def _instances(payload: dict, task_dir) -> dict[str, Instance]:
     }
     if not instances:
         raise SandboxError(f"cannot load instances of {task_dir}: get_tasks() returned no instance")
+    for instance in instances.values():
+        if len(instance.instructions) > MAX_INSTRUCTION_CHARS:
+            raise SandboxError(
+                f"cannot load instances of {task_dir}: get_instructions() of instance "
+                f"{instance.instance_id!r} returned {len(instance.instructions)} characters, "
+                f"more than {MAX_INSTRUCTION_CHARS}"
+            )
     return instances
 
 
