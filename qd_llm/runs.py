@@ -179,6 +179,22 @@ class RunDir:
         )
         atomic.write_bytes(self.checkpoint_path, pickle.dumps(checkpoint, protocol=5))
 
+    def check_logs(self, *, metrics_bytes: int, evals_bytes: int) -> None:
+        """Checks that the logs still hold every byte a checkpoint covers.
+
+        A log shorter than that lost finished generations (a copy cut short, a
+        torn last line); appending to it would glue new rows onto a torn one.
+
+        Raises:
+            QdLlmError: ``metrics.jsonl`` or ``evals.jsonl`` is shorter than covered.
+        """
+        for path, size in ((self.metrics_path, metrics_bytes), (self.evals_path, evals_bytes)):
+            if self._size(path) < size:
+                raise QdLlmError(
+                    f"{path} holds {self._size(path)} bytes but the checkpoint covers {size}: "
+                    "it was cut short after the run wrote it; restore it from a copy of the run"
+                )
+
     def load_checkpoint(self) -> Checkpoint | None:
         """The last checkpoint, with the metrics and evals files cut back to it.
 
@@ -192,6 +208,7 @@ class RunDir:
             if getattr(checkpoint, "version", None) != CHECKPOINT_VERSION:
                 raise QdLlmError(f"{self.checkpoint_path} has an unsupported format version")
             metrics_bytes, evals_bytes = checkpoint.metrics_bytes, checkpoint.evals_bytes
+            self.check_logs(metrics_bytes=metrics_bytes, evals_bytes=evals_bytes)
         for path, size in ((self.metrics_path, metrics_bytes), (self.evals_path, evals_bytes)):
             if path.exists() and path.stat().st_size > size:
                 with open(path, "r+b") as f:

@@ -37,6 +37,9 @@ class RunSnapshot:
         if not self.run.checkpoint_path.exists():
             raise QdLlmError(f"run {self.run.path} has no checkpoint: no generation finished yet")
         checkpoint = pickle.loads(self.run.checkpoint_path.read_bytes())
+        self.run.check_logs(
+            metrics_bytes=checkpoint.metrics_bytes, evals_bytes=checkpoint.evals_bytes
+        )
         state = checkpoint.state
         self.generation: int = checkpoint.generation
         self.population: list[str] = list(state["population"])
