@@ -2,7 +2,8 @@
 
 Each command group lives next to the code it drives and exposes
 ``register(subparsers)``; this module only collects them, sets up logging and
-turns :class:`~qd_llm.errors.QdLlmError` into one readable line and exit code 2.
+turns :class:`~qd_llm.errors.QdLlmError` (and a full or read-only disk) into one
+readable line and exit code 2.
 """
 
 import argparse
@@ -11,7 +12,7 @@ import logging
 import sys
 
 from qd_llm import __version__
-from qd_llm.errors import QdLlmError
+from qd_llm.errors import STORAGE_ERRNOS, QdLlmError, storage_problem
 
 # Modules that add commands; each defines register(subparsers).
 COMMAND_MODULES = (
@@ -56,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except QdLlmError as e:
-        print(f"qd-llm {args.command}: error: {e}", file=sys.stderr)
+        # One line even when the message quotes multi-line output (a task's stderr).
+        message = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"qd-llm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"qd-llm {args.command}: error: {storage_problem(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"qd-llm {args.command}: interrupted", file=sys.stderr)

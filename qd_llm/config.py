@@ -68,6 +68,11 @@ class PopulationConfig:
         for key in ("size", "offspring", "generations", "dns_k"):
             _require(getattr(self, key) >= 1, f"population.{key}", "must be >= 1")
         _require(
+            self.dns_k <= self.size,
+            "population.dns_k",
+            f"must be <= population.size ({self.size}), got {self.dns_k}",
+        )
+        _require(
             self.parent_selection in PARENT_SELECTIONS,
             "population.parent_selection",
             f"must be one of {PARENT_SELECTIONS}",
@@ -426,7 +431,7 @@ def _check_operators(operators: Mapping) -> None:
         parents = params.pop("parents", 1)
         _require(isinstance(parents, int) and parents >= 1, f"{key}.parents", "must be >= 1")
         try:
-            get_operator(name).check(parents, params)
+            get_operator(name).check_values(parents, params)
         except QdLlmError as e:
             raise QdLlmError(f"config key '{key}': {e}") from None
 

@@ -126,6 +126,12 @@ def export_elites(
     task_ids = snapshot.active_task_ids()
     names = snapshot.task_names()
     elites = select_elites(snapshot, top=top, taskforce=taskforce)
+    for elite in elites:  # before anything is written: no half export
+        if not snapshot.store.has_weights(elite.genome_id):
+            raise QdLlmError(
+                f"elite genome {elite.genome_id} has no weights in "
+                f"{snapshot.store.path(elite.genome_id)}: the run directory lost them"
+            )
     skills = snapshot.skills([e.genome_id for e in elites], task_ids)
     base = _MergeBase(snapshot.base_model) if merged else None
     exported = []

@@ -13,6 +13,7 @@ import datetime
 from pathlib import Path
 
 from qd_llm.config import PRESETS, config_from_dict, load_config
+from qd_llm.errors import STORAGE_ERRNOS, QdLlmError, storage_problem
 from qd_llm.runs import RunDir, format_status
 
 
@@ -63,6 +64,14 @@ def _execute(config, run: RunDir) -> int:
     loop = Coevolution(config, run)
     try:
         loop.run_generations()
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        # Every write is atomic and the checkpoint goes last, so nothing finished is lost.
+        raise QdLlmError(
+            f"{storage_problem(e)} (run directory {run.path}); the run keeps every generation "
+            f"up to its last checkpoint: fix that, then `qd-llm resume {run.path}`"
+        ) from None
     finally:
         loop.close()
     print(format_status(run))

@@ -209,6 +209,22 @@ class RunDir:
         )
         atomic.write_bytes(self.checkpoint_path, encode_checkpoint(checkpoint))
 
+    def check_logs(self, *, metrics_bytes: int, evals_bytes: int) -> None:
+        """Checks that the logs still hold every byte a checkpoint covers.
+
+        A log shorter than that lost finished generations (a copy cut short, a
+        torn last line); appending to it would glue new rows onto a torn one.
+
+        Raises:
+            QdLlmError: ``metrics.jsonl`` or ``evals.jsonl`` is shorter than covered.
+        """
+        for path, size in ((self.metrics_path, metrics_bytes), (self.evals_path, evals_bytes)):
+            if self._size(path) < size:
+                raise QdLlmError(
+                    f"{path} holds {self._size(path)} bytes but the checkpoint covers {size}: "
+                    "it was cut short after the run wrote it; restore it from a copy of the run"
+                )
+
     def read_checkpoint(self) -> Checkpoint | None:
         """The last checkpoint, read and validated without changing anything on disk.
 
@@ -240,6 +256,7 @@ class RunDir:
         metrics_bytes = evals_bytes = 0
         if checkpoint is not None:
             metrics_bytes, evals_bytes = checkpoint.metrics_bytes, checkpoint.evals_bytes
+            self.check_logs(metrics_bytes=metrics_bytes, evals_bytes=evals_bytes)
         for path, size in ((self.metrics_path, metrics_bytes), (self.evals_path, evals_bytes)):
             if path.exists() and path.stat().st_size > size:
                 with open(path, "r+b") as f:

@@ -37,6 +37,9 @@ class RunSnapshot:
         checkpoint = self.run.read_checkpoint()
         if checkpoint is None:
             raise QdLlmError(f"run {self.run.path} has no checkpoint: no generation finished yet")
+        self.run.check_logs(
+            metrics_bytes=checkpoint.metrics_bytes, evals_bytes=checkpoint.evals_bytes
+        )
         state = checkpoint.state
         self.generation: int = checkpoint.generation
         with self.run.restoring_state():

@@ -26,6 +26,7 @@ TINY_RUN_OVERRIDES = [
     "genomes.rank=2",
     "genomes.random_std=0.02",
     "population.size=2",
+    "population.dns_k=2",
     "population.offspring=1",
     "population.generations=2",
     "tasks.initial_tasks=2",

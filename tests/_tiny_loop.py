@@ -17,6 +17,7 @@ TINY = [
     "seed=5",
     "genomes.seeds=random:2",
     "population.size=2",
+    "population.dns_k=2",
     "population.offspring=1",
     "population.generations=2",
     "tasks.adapt_every=1",

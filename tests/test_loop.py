@@ -21,6 +21,7 @@ TINY = [
     "seed=3",
     "genomes.seeds=random:2",
     "population.size=2",
+    "population.dns_k=2",
     "population.offspring=1",
     "population.generations=2",
     "tasks.adapt_every=1",

@@ -27,8 +27,6 @@ import argparse
 import tempfile
 import time
 
-import torch
-
 NAME = "eval"
 HELP = "mixed-adapter batched evaluation vs one genome and one prompt at a time"
 
@@ -66,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> dict:
+    import torch
+
     from qd_llm.inference.base import GenerationConfig, GenerationRequest
     from qd_llm.inference.hf import HFBackend
     from qd_llm.inference.registry import require_backend

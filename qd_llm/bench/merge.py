@@ -2,11 +2,6 @@
 
 import time
 
-import torch
-
-from qd_llm.models.lora import LoraFactors
-from qd_llm.operators.lowrank import combine
-
 NAME = "merge"
 HELP = (
     "time the exact factored linear merge of LoRA updates (QR + small SVD) against "
@@ -25,13 +20,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _dense_route(terms: list[tuple[float, LoraFactors]], rank: int) -> torch.Tensor:
+def _dense_route(terms: list, rank: int):
+    """The rank-``rank`` SVD truncation of the dense weighted sum of ``terms``."""
+    import torch
+
     delta = sum(w * (f.B @ f.A) for w, f in terms)
     U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
     return (U[:, :rank] * S[:rank]) @ Vh[:rank]
 
 
 def run(args) -> dict:
+    # Imported here: `qd-llm` starts every command without loading torch.
+    import torch
+
+    from qd_llm.models.lora import LoraFactors
+    from qd_llm.operators.lowrank import combine
+
     g = torch.Generator().manual_seed(args.seed)
     terms = [
         (

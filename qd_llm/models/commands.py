@@ -19,7 +19,7 @@ def _train(args) -> int:
     skills = _skills(args.skills)
     config = seeds.TrainingConfig(steps=args.steps, seed=args.seed)
     folders = seeds.write_seed_experts(
-        args.out, base_model=args.base_model, skills=skills, config=config
+        args.out or seeds.BUILTIN_DIR, base_model=args.base_model, skills=skills, config=config
     )
     print(json.dumps({name: str(path) for name, path in folders.items()}, indent=2))
     return 0
@@ -60,8 +60,6 @@ def _skills(names: str | None):
 
 
 def register(subparsers) -> None:
-    from qd_llm.models.seeds import BUILTIN_DIR
-
     p = subparsers.add_parser(
         "prepare",
         help="prepare the built-in models (dequantise SmolLM2 once, locate MiniLM)",
@@ -80,7 +78,7 @@ def register(subparsers) -> None:
     )
     sub = seeds.add_subparsers(dest="seeds_command", metavar="SUBCOMMAND", required=True)
     train = sub.add_parser("train", help="train seed experts into a folder")
-    train.add_argument("--out", default=str(BUILTIN_DIR), help="default: the built-in folder")
+    train.add_argument("--out", help="default: the built-in folder, qd_llm/data/seed_experts")
     train.add_argument("--base-model", default="smollm2-135m-instruct")
     train.add_argument("--skills", help="comma-separated subset (default: all)")
     train.add_argument("--steps", type=int, default=40)

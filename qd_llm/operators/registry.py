@@ -101,6 +101,23 @@ class Operator:
                 f"valid: {sorted(self.param_names())}"
             )
 
+    def check_values(self, num_parents: int, params: dict) -> None:
+        """:meth:`check`, then a dry run on a tiny layer, so a bad value fails now.
+
+        Parameter values (a TIES density of 2, three weights for two parents, a
+        string where a number belongs) are otherwise only checked when the
+        operator is first applied, which in a run is generations in.
+
+        Raises:
+            QdLlmError: A wrong parent count, unknown parameter or bad value.
+        """
+        self.check(num_parents, params)
+        layer = LoraFactors(A=torch.ones(1, 2), B=torch.ones(2, 1))
+        try:
+            self([{"dry_run": layer}] * num_parents, rank=1, generator=0, **params)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise QdLlmError(f"operator '{self.name}' rejects {params}: {e}") from None
+
     def __call__(
         self,
         parents: Sequence[LoraWeights],

@@ -100,6 +100,12 @@ _SERVER_CAPS = (
     "CAP_KILL",
 )
 _FRAME_HEADER = len(runner.MAGIC) + 32 + 8
+#: Longest instructions an instance may have: far beyond any model's context, so
+#: a task over it is broken (and would stall or crash generation).
+MAX_INSTRUCTION_CHARS = 100_000
+_INSTALL_BWRAP = (
+    "install it with `apt-get install bubblewrap` (Debian/Ubuntu) or `dnf install bubblewrap`"
+)
 _READ_CHUNK = 1 << 16
 
 
@@ -207,6 +213,8 @@ class ScoreResult:
             without cgroups).
         peak_processes: Most processes the job had at once (None where the
             kernel does not keep that peak).
+        failed: ``score()`` itself failed (raised, timed out, returned no
+            number); False for a clean or clamped score.
     """
 
     score: float
@@ -214,6 +222,7 @@ class ScoreResult:
     seconds: float
     peak_memory_bytes: int | None = None
     peak_processes: int | None = None
+    failed: bool = False
 
 
 # --- isolation -----------------------------------------------------------------------
@@ -250,7 +259,10 @@ def resolve_isolation(config: SandboxConfig) -> str:
     if config.isolation in ("auto", "bwrap") and shutil.which("bwrap") and _probe("bwrap"):
         return "bwrap"
     if config.isolation == "bwrap":
-        raise QdLlmError("bubblewrap (bwrap) is not installed or cannot create a sandbox here")
+        where = "cannot create a sandbox here" if shutil.which("bwrap") else "is not on PATH"
+        raise QdLlmError(
+            f"sandbox isolation 'bwrap' needs bubblewrap, which {where}; {_INSTALL_BWRAP}"
+        )
     if shutil.which("unshare") and _probe("unshare"):
         if config.isolation == "auto":
             logger.warning(
@@ -260,7 +272,7 @@ def resolve_isolation(config: SandboxConfig) -> str:
             )
         return "unshare"
     raise QdLlmError(
-        "no sandbox is available to run task code (install bubblewrap); "
+        f"no sandbox is available to run task code; {_INSTALL_BWRAP}; "
         'to run trusted task code without isolation pass isolation="none" (unsafe)'
     )
 
@@ -540,13 +552,15 @@ def _score_result(payload: dict) -> ScoreResult:
         "peak_processes": payload.get("peak_processes"),
     }
     if not payload.get("ok"):
-        return ScoreResult(score=0.0, reason=_failure_reason(payload), **measured)
+        return ScoreResult(score=0.0, reason=_failure_reason(payload), failed=True, **measured)
     value = payload.get("value")
     if value is None:
         kind = payload.get("type", "NoneType")
-        return ScoreResult(score=0.0, reason=f"score() returned {kind}, not a number", **measured)
+        reason = f"score() returned {kind}, not a number in [0, 1]"
+        return ScoreResult(score=0.0, reason=reason, failed=True, **measured)
     if math.isnan(value):
-        return ScoreResult(score=0.0, reason="score() returned NaN", **measured)
+        reason = "score() returned NaN, not a number in [0, 1]"
+        return ScoreResult(score=0.0, reason=reason, failed=True, **measured)
     if not 0.0 <= value <= 1.0:
         clamped = min(max(value, 0.0), 1.0)
         return ScoreResult(score=clamped, reason=f"score {value!r} clamped to [0, 1]", **measured)
@@ -571,6 +585,13 @@ def _instances(payload: dict, task_dir) -> dict[str, Instance]:
     }
     if not instances:
         raise SandboxError(f"cannot load instances of {task_dir}: get_tasks() returned no instance")
+    for instance in instances.values():
+        if len(instance.instructions) > MAX_INSTRUCTION_CHARS:
+            raise SandboxError(
+                f"cannot load instances of {task_dir}: get_instructions() of instance "
+                f"{instance.instance_id!r} returned {len(instance.instructions)} characters, "
+                f"more than {MAX_INSTRUCTION_CHARS}"
+            )
     return instances
 
 

@@ -1,7 +1,9 @@
 """``qd-llm tasks score`` and ``qd-llm tasks list``.
 
 ``score`` runs one answer through a task's ``score`` in the sandbox and prints
-one JSON object; it exits 0 whenever scoring completed, even with score 0.
+one JSON object; it exits 0 whenever ``score()`` returned a number, even 0, and
+non-zero with one line saying why when the task is broken: its instances
+cannot be computed, or ``score()`` raised, timed out or returned no number.
 ``list`` shows the task directories of a pool folder.
 """
 
@@ -85,6 +87,10 @@ def _score(args: argparse.Namespace) -> int:
         "seconds": round(result.seconds, 4),
     }
     print(json.dumps(out))
+    if result.failed:
+        raise QdLlmError(
+            f"score() of {args.task_dir} failed on instance {instance_id!r}: {result.reason}"
+        )
     return 0
 
 

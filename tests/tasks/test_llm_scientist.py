@@ -280,6 +280,39 @@ def test_broken_drafts_are_rejected_after_bounded_rounds(tmp_path, drafts, reaso
         assert "could not be read" in backend.draft_prompts[1]
 
 
+MALFORMED_DRAFTS = {
+    "empty": ("", "the reply is empty"),
+    "not JSON": ("Sure! Here is a task about sums: add two numbers.", "no JSON object"),
+    "code without TaskFamily": (_reply("def get_tasks():\n    return {}\n"), "no top-level class"),
+    "1 MB": (_reply(GOOD_CODE + "# padding\n" * 100_000), "longer than 200000 characters"),
+}
+
+
+@pytest.mark.parametrize(("draft", "reason"), MALFORMED_DRAFTS.values(), ids=list(MALFORMED_DRAFTS))
+def test_malformed_draft_is_declined_and_the_loop_goes_on(tmp_path, draft, reason):
+    from qd_llm.config import load_config
+    from qd_llm.loop import Coevolution
+    from qd_llm.runs import RunDir
+
+    backend = RecordingBackend(drafts=[draft])
+    with pytest.raises(TaskRejected, match="after 1 round") as excinfo:
+        _propose(backend, TaskRequest(operation="initial"), tmp_path / "out", max_reflections=0)
+    assert reason in str(excinfo.value)
+    assert not (tmp_path / "out").exists()  # nothing written
+    # In the loop the declined draft is one declined request, not an error.
+    config = load_config(overrides=["tasks.scientist=llm", "progress=false"])
+    run = RunDir.create(tmp_path / "run", config.to_dict())
+    loop = Coevolution(config, run)
+    model = "scripted-scientist"
+    with ChatCompletionServer(backend=backend, base_model=model) as server:
+        server.start()
+        client = OpenAIChatClient(base_url=server.url, model=model, max_retries=0)
+        scientist = LLMScientist(client=client, sandbox=SANDBOX, max_reflections=0)
+        request = TaskRequest(operation="initial")
+        assert loop._offer_task(scientist, request, generation=0) is None
+    assert not run.tasks_dir.exists()
+
+
 def test_novel_request_shows_archive_examples(tmp_path, parent):
     other = write_task(
         tmp_path / "pool",

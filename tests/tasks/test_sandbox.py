@@ -118,22 +118,23 @@ def test_score_many_keeps_order(tasks, pool):
 
 
 @pytest.mark.parametrize(
-    ("returned", "score", "reason"),
+    ("returned", "score", "reason", "failed"),
     [
-        ("0.25", 0.25, None),
-        ("True", 1.0, None),
-        ("None", 0.0, "returned NoneType"),
-        ("float('nan')", 0.0, "NaN"),
-        ("1.5", 1.0, "clamped"),
-        ("-2", 0.0, "clamped"),
-        ("'1.0'", 0.0, "returned str"),
-        ("1 / 0", 0.0, "ZeroDivisionError"),
-        ("__import__('src.eval_helper')", 0.0, "ModuleNotFoundError"),
+        ("0.25", 0.25, None, False),
+        ("True", 1.0, None, False),
+        ("None", 0.0, "returned NoneType", True),
+        ("float('nan')", 0.0, "NaN", True),
+        ("1.5", 1.0, "clamped", False),
+        ("-2", 0.0, "clamped", False),
+        ("'1.0'", 0.0, "returned str", True),
+        ("1 / 0", 0.0, "ZeroDivisionError", True),
+        ("__import__('src.eval_helper')", 0.0, "ModuleNotFoundError", True),
     ],
 )
-def test_scores_are_validated(tasks, pool, returned, score, reason):
+def test_scores_are_validated(tasks, pool, returned, score, reason, failed):
     result = pool.score(_job(tasks["echo"], returned))
     assert result.score == score
+    assert result.failed is failed
     if reason is None:
         assert result.reason is None
     else:
