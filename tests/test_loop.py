@@ -17,6 +17,9 @@ import pytest
 
 from qd_llm.runs import RunDir, without_timings
 
+# Every test here shares a whole tiny loop run through the CLI (minutes on 2 cores).
+pytestmark = pytest.mark.slow
+
 TINY = [
     "seed=3",
     "genomes.seeds=random:2",

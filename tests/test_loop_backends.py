@@ -23,6 +23,7 @@ def local(world_readable):
     return run_tiny_loop(world_readable, "local")
 
 
+@pytest.mark.slow
 def test_loop_through_an_openai_server_matches_the_local_loop(world_readable, local, hf_backend):
     with ChatCompletionServer(backend=hf_backend, base_model="smollm2-135m-instruct") as server:
         server.start()
@@ -42,6 +43,7 @@ def test_full_weight_genomes_cannot_use_an_openai_server():
         load_config(overrides=["backend=openai", "genomes.form=full"])
 
 
+@pytest.mark.slow
 def test_full_weight_run_breeds_checkpoints_and_exports_them(world_readable, local, tmp_path):
     from transformers import AutoModelForCausalLM
 

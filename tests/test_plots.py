@@ -10,6 +10,9 @@ from qd_llm.cli import main
 from qd_llm.plots import DPI, FIGSIZE, lineage_layout
 from qd_llm.snapshot import RunSnapshot
 
+# Every test here plots the shared tiny run, which a whole loop run builds first.
+pytestmark = pytest.mark.slow
+
 EXPECTED = (
     "niche_map",
     "progress_coverage",

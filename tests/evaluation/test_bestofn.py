@@ -1,5 +1,7 @@
 """Best-of-N pickers: hand-made answer tables, a real judge and a real (tiny) reward model."""
 
+import re
+
 import pytest
 
 from qd_llm.errors import QdLlmError
@@ -105,11 +107,32 @@ def test_knockout_bracket_with_a_bye():
     assert [len(c) for c in calls] == [2, 1, 1]  # 5 → 3 (one bye) → 2 → 1
 
 
-def test_local_base_model_judge_returns_a_valid_pick(hf_backend):
-    table = _table({"a": [("Paris", 1.0)], "b": [("Berlin", 0.0)]})
-    picker = JudgePicker(backend_judge(hf_backend))
-    result = best_of_n(table, ["a", "b"], picker)
-    assert sum(result.picked.values()) == 1 and result.accuracy in (0.0, 1.0)
+def test_local_base_model_judge_pick_follows_its_verdict(hf_backend):
+    # Three answers to "What is 1 + 1?", the right one last. SmolLM2's greedy
+    # verdict here names answer 3, so a picker stuck on member 1 fails this test.
+    table = _table({"a": [("5", 0.0)], "b": [("7", 0.0)], "c": [("2", 1.0)]})
+    table.instructions[("t", "i0")] = "What is 1 + 1?"
+    judge = backend_judge(hf_backend)
+    asked, verdicts = [], []
+
+    def recorded(prompts):
+        asked.extend(prompts)
+        verdicts.extend(judge(prompts))
+        return verdicts[-len(prompts) :]
+
+    picker = JudgePicker(recorded)
+    result = best_of_n(table, list("abc"), picker)
+    [prompt], [verdict] = asked, verdicts
+    assert "What is 1 + 1?" in prompt
+    assert all(f"Answer {k}:\nAnswer: {a}" in prompt for k, a in ((1, 5), (2, 7), (3, 2)))
+    assert judge([prompt]) == [verdict]  # temperature 0: the judge is deterministic
+    # The documented rule, written out here: the first number from 1 to N names
+    # the member; a verdict without one picks member 1.
+    named = [int(n) for n in re.findall(r"\d+", verdict) if 1 <= int(n) <= 3]
+    expected = "abc"[named[0] - 1] if named else "a"
+    assert result.picks["t"] == [expected], verdict
+    assert picker.unparsed == int(not named)
+    assert result.accuracy == float(expected == "c")
 
 
 def test_reward_picker_with_a_tiny_random_reward_model(tmp_path):

@@ -19,6 +19,9 @@ from qd_llm.evaluation.coverage import (
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
 
+# Every test here evaluates a copy of the shared tiny run, built by a whole loop run.
+pytestmark = pytest.mark.slow
+
 MAX_N = 3
 
 

@@ -222,6 +222,7 @@ def _run_loop(root, executor: str) -> RunDir:
     return run_tiny_loop(root, executor, [f"inference.executor={executor}", *ray_keys])
 
 
+@pytest.mark.slow
 def test_loop_on_ray_matches_the_local_loop(cluster, world_readable):
     local = _run_loop(world_readable, "local")
     remote = _run_loop(world_readable, "ray")

@@ -1,6 +1,8 @@
 """Operator emitters and the UCB1 bandit over them."""
 
+import itertools
 import json
+from collections import Counter
 
 import numpy as np
 from ribs.emitters import EmitterBase
@@ -28,6 +30,28 @@ def test_emitter_is_a_pyribs_emitter_asking_recipes_from_the_population():
         assert len(set(r.parents)) == 2 and set(r.parents) <= {"a", "b", "c"}
     emitter.tell(recipes, np.zeros(5), None, {"status": np.array([1, 0, 2, 0, 0])})
     assert (emitter.stats.asked, emitter.stats.accepted) == (5, 2)
+
+
+def test_emitter_draws_distinct_parents_uniformly_whatever_the_population_order():
+    population = ["d", "b", "a", "c"]
+    emitter = OperatorEmitter(
+        NicheMap().archive, operator="linear", params={"weights": [0.7, 0.3]}, num_parents=2, seed=7
+    )
+    emitter.set_population(population)
+    recipes = emitter.ask(1200)
+    # 12 ordered pairs of distinct parents, 100 draws each expected: a fixed seed
+    # makes the counts deterministic; a sampler that favours or skips a genome
+    # lands far outside 60..140.
+    pairs = Counter(r.parents for r in recipes)
+    assert set(pairs) == set(itertools.permutations("abcd", 2))
+    assert all(60 <= count <= 140 for count in pairs.values()), pairs
+    assert all(r.params == {"weights": [0.7, 0.3]} for r in recipes)
+    assert len({r.seed for r in recipes}) > 1190  # each child gets its own seed
+    shuffled = OperatorEmitter(
+        NicheMap().archive, operator="linear", params={"weights": [0.7, 0.3]}, num_parents=2, seed=7
+    )
+    shuffled.set_population(list(reversed(population)))
+    assert list(shuffled.ask(1200)) == list(recipes)
 
 
 def test_bandit_tries_every_operator_then_favours_the_one_that_pays():

@@ -46,13 +46,19 @@ def test_insert_uses_frozen_weights_and_reports_entries():
     descriptors = SkillDescriptors(dims=2).fit(e)
     niche_map = NicheMap(resolution=4)
     niche_map.rebuild(ids[:10], skills[:10], fitness[:10], descriptors)
-    before = len(niche_map)
+    before = {el.cell: el for el in niche_map.elites()}
     weights = niche_map.task_weights.copy()
     best = np.ones((1, skills.shape[1]), dtype=bool)
+    # The cell "perfect" must land in, from the frozen weights (not refitted ones).
+    [cell] = niche_map.archive.index_of(descriptors.transform(best, weights))
     assert niche_map.insert(["perfect"], best, np.array([1.0])) == 1
     assert np.array_equal(niche_map.task_weights, weights)
-    assert any(el.genome_id == "perfect" for el in niche_map.elites())
-    assert len(niche_map) in (before, before + 1)
+    after = {el.cell: el for el in niche_map.elites()}
+    assert after[cell].genome_id == "perfect" and after[cell].fitness == 1.0
+    # Exactly that cell changed: it was new (one more elite) or its elite was replaced.
+    assert set(after) == set(before) | {cell}
+    others = {c: el.genome_id for c, el in before.items() if c != cell}
+    assert {c: el.genome_id for c, el in after.items() if c != cell} == others
     # A worse genome in the same cell does not enter.
     assert niche_map.insert(["worse"], best, np.array([0.5])) == 0
 

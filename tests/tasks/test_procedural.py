@@ -1,10 +1,13 @@
 """The procedural scientist: its families, the task.py it writes, and the CLI.
 
-Generated task code is only ever run in the real sandbox; the tests compute
-reference answers in-process from the instance data the sandbox returns.
+Generated task code is only ever run in the real sandbox. The scoring test works
+out the right answer to every instance from its question text (an independent
+solver below), so a generator that stores a wrong answer fails it.
 """
 
+import itertools
 import json
+import re
 
 import pytest
 
@@ -41,30 +44,183 @@ def written(tmp_path_factory):
     return tasks
 
 
-def _near_misses(data: dict) -> list[str]:
-    """Replies that look right but are wrong, per answer kind."""
-    answer = data["answer"]
-    if data.get("wrap") == "json":
-        return ['{"result": ' + json.dumps(answer) + "}", str(answer)]
-    if data["kind"] == "number":
-        return [kernels._num(float(answer) + 1)]
-    if data["kind"] == "text":
-        return [answer + "x"] + ([answer.swapcase()] if data.get("case") else [])
-    if data["kind"] == "list":
-        return [", ".join(reversed(answer.split(", ")))]
-    if data["kind"] == "code":
-        return [f"def {data['function']}(*args):\n    return None\n"]
-    return [answer.replace("}", ', "extra": 1}')]
+# --- an independent solver: answers from the question text alone ---------------------
+# Written from the questions a model sees, not from the generators, so a generator
+# whose stored answer is wrong (off by one, wrong operation) fails the scoring test.
+
+_CODE_SOLUTIONS = {
+    "multiply": "def multiply(a, b):\n    return a * b\n",
+    "larger": "def larger(a, b):\n    return a if a >= b else b\n",
+    "difference": "def difference(a, b):\n    return a - b\n",
+    "reverse_text": "def reverse_text(s):\n    return ''.join(reversed(s))\n",
+    "sum_even": "def sum_even(numbers):\n    return sum(n for n in numbers if not n % 2)\n",
+    "count_vowels": "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s.lower())\n",
+}
 
 
-def _lenient_forms(data: dict) -> list[str]:
-    """Reference answers in the wrappings a small model tends to add."""
-    reference = kernels.reference_answer(data)
+def _numbers(text):
+    return [float(n) if "." in n else int(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+def _is_prime(n):
+    return n > 1 and all(n % d for d in range(2, int(n**0.5) + 1))
+
+
+def _next_term(terms):
+    steps = {b - a for a, b in itertools.pairwise(terms)}
+    if len(steps) == 1:
+        return terms[-1] + steps.pop()
+    ratios = {b / a for a, b in itertools.pairwise(terms)}
+    if len(ratios) == 1:
+        return terms[-1] * ratios.pop()
+    root = round(terms[-1] ** 0.5)
+    assert [r * r for r in range(root - 3, root + 1)] == terms, terms
+    return (root + 1) ** 2
+
+
+# (question pattern, answer from the match): a number, a text, a list of items,
+# a JSON object (dict) or ("code", source).
+_SOLVERS = [
+    (r"What is ([\d ()+*-]+)\?", lambda m: eval(m[1], {"__builtins__": {}})),
+    (r"(\w+) has (\d+) \w+\. \1 gets (\d+) more\..*", lambda m: int(m[2]) + int(m[3])),
+    (r"\w+ has (\d+) \w+ and gives (\d+) away\..*", lambda m: int(m[1]) - int(m[2])),
+    (r"\w+ buys (\d+) boxes with (\d+) .*", lambda m: int(m[1]) * int(m[2])),
+    (
+        r"\w+ has (\d+) \w+, buys (\d+) packs of (\d+) \w+, then loses (\d+)\..*",
+        lambda m: int(m[1]) + int(m[2]) * int(m[3]) - int(m[4]),
+    ),
+    (r"\w+ shares (\d+) \w+ equally among (\d+) friends.*", lambda m: int(m[1]) % int(m[2])),
+    (r"What is the first letter of the word '(\w+)'\?", lambda m: m[1][0]),
+    (r"What is the last letter of the word '(\w+)'\?", lambda m: m[1][-1]),
+    (r"How many letters are in the word '(\w+)'\?", lambda m: len(m[1])),
+    (
+        r"What is the (second|third|fourth) letter of the word '(\w+)'\?",
+        lambda m: m[2][["second", "third", "fourth"].index(m[1]) + 1],
+    ),
+    (
+        r"How many times does the letter '(\w)' appear in '(\w+)'\?",
+        lambda m: sum(c == m[1] for c in m[2]),
+    ),
+    (r"Write the word '(\w+)' in capital letters\.", lambda m: m[1].upper()),
+    (r"Write the word '(\w+)' backwards\.", lambda m: m[1][::-1]),
+    (r"Write the word '(\w+)' backwards and in capital letters\.", lambda m: m[1][::-1].upper()),
+    (r"Write the letters of '(\w+)' in alphabetical order\.", lambda m: "".join(sorted(m[1]))),
+    (r"What is the largest number in the list (\[.*\])\?", lambda m: max(_numbers(m[1]))),
+    (r"What is the smallest number in the list (\[.*\])\?", lambda m: min(_numbers(m[1]))),
+    (r"What is the sum of the numbers in (\[.*\])\?", lambda m: sum(_numbers(m[1]))),
+    (r"Sort the numbers (\[.*\]) from smallest to largest\.", lambda m: sorted(_numbers(m[1]))),
+    (
+        r"What is the median of the numbers (\[.*\])\?",
+        lambda m: sorted(_numbers(m[1]))[len(_numbers(m[1])) // 2],
+    ),
+    (r"How many words are in this list: (.*)\?", lambda m: len(m[1].split(", "))),
+    (r"How many times does '(\w+)' appear in: (.*)\?", lambda m: m[2].split(", ").count(m[1])),
+    (
+        r"How many vowels \(a, e, i, o, u\) are in the word '(\w+)'\?",
+        lambda m: len(re.findall("[aeiou]", m[1])),
+    ),
+    (
+        r"How many even numbers are in the list (\[.*\])\?",
+        lambda m: len([n for n in _numbers(m[1]) if n % 2 == 0]),
+    ),
+    (
+        r"How many of these words have more than 4 letters: (.*)\?",
+        lambda m: len([w for w in m[1].split() if len(w) >= 5]),
+    ),
+    (
+        r"One meter is 100 centimeters\. How many centimeters are in (\d+) meters\?",
+        lambda m: int(m[1]) * 100,
+    ),
+    (r"How many seconds are in (\d+) minutes\?", lambda m: int(m[1]) * 60),
+    (r"How many minutes are in (\d+) hours\?", lambda m: int(m[1]) * 60),
+    (r"How many grams are in ([\d.]+) kilograms\?", lambda m: float(m[1]) * 1000),
+    (r"How many meters are in (\d+) centimeters\?", lambda m: int(m[1]) / 100),
+    (
+        r"How many minutes are in (\d+) hours and (\d+) minutes\?",
+        lambda m: int(m[1]) * 60 + int(m[2]),
+    ),
+    (r"What is (\d+) degrees Celsius in degrees Fahrenheit\?", lambda m: int(m[1]) * 1.8 + 32),
+    (
+        r"What number comes next in the sequence (.*), \.\.\.\?",
+        lambda m: _next_term(_numbers(m[1])),
+    ),
+    (
+        r"Write a Python function `add_(\d)\(x\)` that returns x plus \1\.",
+        lambda m: ("code", f"def add_{m[1]}(x):\n    return {m[1]} + x\n"),
+    ),
+    (r"Write a Python function `(\w+)\(.*\)` that .*", lambda m: ("code", _CODE_SOLUTIONS[m[1]])),
+    (r'Write a JSON object with the key "color" set to "(\w+)"\.', lambda m: {"color": m[1]}),
+    (
+        r'Write a JSON object with the key "name" set to "(\w+)" and the key "age" set to '
+        r"the number (\d+)\.",
+        lambda m: {"name": m[1], "age": int(m[2])},
+    ),
+    (r"List these words in alphabetical order: (.*)\.", lambda m: sorted(m[1].split())),
+    (
+        r'Write a JSON object with the key "items" holding the list of words (.*) in that order, '
+        r'and the key "count" holding how many there are\.',
+        lambda m: {"items": m[1].split(", "), "count": len(m[1].split(", "))},
+    ),
+    (
+        r'Write a JSON object with the key "sum" holding (\d+) \+ (\d+) and the key "product" '
+        r"holding \1 \* \2\.",
+        lambda m: {"sum": int(m[1]) + int(m[2]), "product": int(m[1]) * int(m[2])},
+    ),
+    (r"Which is larger, ([\d.]+) or ([\d.]+)\?", lambda m: max(_numbers(m[0]))),
+    (r"Is (\d+) greater than (\d+)\?", lambda m: "yes" if int(m[1]) > int(m[2]) else "no"),
+    (r"Is (\d+) an even number\?", lambda m: "no" if int(m[1]) % 2 else "yes"),
+    (r"Is (\d+) a prime number\?", lambda m: "yes" if _is_prime(int(m[1])) else "no"),
+]
+
+
+def _solve(question: str):
+    """The right answer to a procedural question, worked out from its text."""
+    for pattern, answer in _SOLVERS:
+        match = re.fullmatch(pattern, question)
+        if match:
+            return answer(match)
+    raise AssertionError(f"no solver for {question!r}")
+
+
+def _as_reply(answer, wrap: str | None) -> str:
+    """``answer`` written as the instance's format asks."""
+    if isinstance(answer, tuple):  # ("code", source)
+        return answer[1]
+    if isinstance(answer, float):
+        answer = round(answer, 6)
+        answer = int(answer) if answer.is_integer() else answer
+    if wrap == "json":
+        return json.dumps({"answer": answer})
+    if isinstance(answer, list):
+        return ", ".join(str(item) for item in answer)
+    if isinstance(answer, dict):
+        return json.dumps(answer)
+    return str(answer)
+
+
+def _near_misses(answer, wrap: str | None) -> list[str]:
+    """Replies that look right but are wrong."""
+    if wrap == "json":  # the right answer, but not in the {"answer": ...} form asked for
+        return ['{"result": ' + json.dumps(answer) + "}", _as_reply(answer, None)]
+    if isinstance(answer, tuple):
+        function = re.search(r"def (\w+)", answer[1])[1]
+        return [f"def {function}(*args):\n    return None\n"]
+    if isinstance(answer, int | float):
+        return [_as_reply(answer + 1, None)]
+    if isinstance(answer, list):
+        return [", ".join(str(item) for item in reversed(answer))]
+    if isinstance(answer, dict):
+        return [json.dumps({**answer, "extra": 1})]
+    return [answer + "x"] + ([answer.swapcase()] if answer.isupper() else [])
+
+
+def _lenient_forms(reply: str, data: dict) -> list[str]:
+    """A right reply in the wrappings a small model tends to add."""
     if data["kind"] == "code":
-        return [f"Here it is:\n```python\n{reference}```\n"]
+        return [f"Here it is:\n```python\n{reply}```\n"]
     if data.get("wrap") or data["kind"] in ("json", "list"):
-        return [f"Sure: {reference}"]
-    return [f"The answer is {reference}.", f"**{reference}**\nbecause it is."]
+        return [f"Sure: {reply}"]
+    return [f"The answer is {reply}.", f"**{reply}**\nbecause it is."]
 
 
 def test_families_have_distinct_descriptions_and_enough_levels():
@@ -101,14 +257,16 @@ def test_sandbox_instances_match_in_process_examples(written, pool):
         assert [i.data for i in instances.values()] == family.instances(level, 3, 11, wrap)
 
 
-def test_reference_scores_one_and_wrong_answers_zero(written, pool):
+def test_right_answers_score_one_and_wrong_answers_zero(written, pool):
     jobs, expected = [], []
     for task in written.values():
         for instance in pool.load_instances(task.path).values():
             data = instance.data
-            replies = [(kernels.reference_answer(data), 1.0), ("zzz qqq", 0.0)]
-            replies += [(reply, 1.0) for reply in _lenient_forms(data)]
-            replies += [(reply, 0.0) for reply in _near_misses(data)]
+            answer = _solve(data["question"])
+            right = _as_reply(answer, data.get("wrap"))
+            replies = [(right, 1.0), ("zzz qqq", 0.0)]
+            replies += [(reply, 1.0) for reply in _lenient_forms(right, data)]
+            replies += [(reply, 0.0) for reply in _near_misses(answer, data.get("wrap"))]
             for reply, score in replies:
                 jobs.append(ScoreJob(task_dir=task.path, instance_id=instance.instance_id,
                                      data=data, submission=reply))  # fmt: skip
