@@ -15,6 +15,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "qd_llm.bench.eval",
     "qd_llm.bench.sandbox",
     "qd_llm.bench.merge",
+    "qd_llm.bench.extract",
     "qd_llm.bench.dns",
 )
 

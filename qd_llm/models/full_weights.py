@@ -332,11 +332,14 @@ def extract_lora_from_checkpoint(
     base_folder: str | Path,
     rank: int,
     target_modules: Iterable[str] | None = None,
+    exact: bool = False,
 ) -> dict[str, LoraFactors]:
     """LoRA factors approximating a full checkpoint's update of each linear projection.
 
     Each targeted 2-D weight's task vector ``θ − θ_base`` is truncated to rank
-    ``rank`` by SVD (:func:`~qd_llm.operators.task_vectors.extract_lora`).
+    ``rank`` by SVD (:func:`~qd_llm.operators.task_vectors.extract_lora`):
+    randomized by default (SmolLM2's 210 projections in seconds, Frobenius
+    error within ~1 % of the optimum), exact on request.
     Module names are those of :func:`qd_llm.models.lora.linear_shapes`
     (``model.layers.0.self_attn.q_proj``), so the result can be stored with
     :meth:`~qd_llm.models.genome.GenomeStore.save` and loaded by PEFT.
@@ -348,6 +351,8 @@ def extract_lora_from_checkpoint(
         rank: LoRA rank of every layer.
         target_modules: Leaf module names to extract; default the attention
             and MLP projections (:data:`~qd_llm.models.lora.DEFAULT_TARGET_MODULES`).
+        exact: Use the exact float64 SVD (the best rank-``rank`` factors, tens
+            of times slower).
 
     Returns:
         ``{module: factors}`` with ``B`` ``(out, rank)`` and ``A`` ``(rank, in)``, float32.
@@ -360,4 +365,7 @@ def extract_lora_from_checkpoint(
     checkpoint = Checkpoint(folder)
     names = [f"{module}.weight" for module in sorted(modules)]
     deltas = task_vector(((name, checkpoint[name]) for name in names), Checkpoint(base_folder))
-    return {name.removesuffix(".weight"): extract_lora(delta, rank) for name, delta in deltas}
+    return {
+        name.removesuffix(".weight"): extract_lora(delta, rank, exact=exact)
+        for name, delta in deltas
+    }

@@ -6,8 +6,8 @@ mappings) and the child goes out as a stream, so merging never holds a second
 full copy of a model — only one tensor of each parent at a time. Each
 operator's ``apply_tensor`` (the same registry as the LoRA form) does the math.
 
-:func:`extract_lora` turns a 2-D task vector into LoRA factors (truncated
-SVD), so a full fine-tune can join a LoRA-level population.
+:func:`extract_lora` turns a 2-D task vector into LoRA factors (randomized or
+exact truncated SVD), so a full fine-tune can join a LoRA-level population.
 """
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -17,7 +17,7 @@ import torch
 
 from qd_llm.errors import QdLlmError
 from qd_llm.models.lora import LoraFactors
-from qd_llm.operators.lowrank import truncate_dense
+from qd_llm.operators.lowrank import randomized_truncate, truncate_dense
 from qd_llm.operators.registry import Operator, as_generator, get_operator
 
 NamedTensors = Iterable[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor]
@@ -84,17 +84,22 @@ def apply_to_task_vectors(
         yield items[0][0], child.to(items[0][1].dtype)
 
 
-def extract_lora(task_vector_2d: torch.Tensor, rank: int) -> LoraFactors:
-    """Best rank-``rank`` LoRA factors of a 2-D task vector (truncated SVD).
+def extract_lora(task_vector_2d: torch.Tensor, rank: int, *, exact: bool = False) -> LoraFactors:
+    """Rank-``rank`` LoRA factors of a 2-D task vector (truncated SVD).
 
     Args:
         task_vector_2d: ``θ − θ_base`` of one linear layer, shape ``(out, in)``.
         rank: LoRA rank.
+        exact: Use the exact float64 SVD (:func:`~qd_llm.operators.lowrank.truncate_dense`,
+            the best rank-``rank`` approximation up to
+            :data:`~qd_llm.operators.lowrank.EXACT_SVD_MAX_DIM`) instead of the
+            randomized one (:func:`~qd_llm.operators.lowrank.randomized_truncate`,
+            tens of times faster, Frobenius error within ~1 % of the optimum).
 
     Returns:
-        float32 factors with ``B @ A`` the best rank-``rank`` approximation
-        (randomized SVD above :data:`~qd_llm.operators.lowrank.EXACT_SVD_MAX_DIM`).
+        float32 factors ``B`` ``(out, rank)`` and ``A`` ``(rank, in)``.
     """
     if task_vector_2d.ndim != 2:
         raise QdLlmError(f"can only extract LoRA from a 2-D tensor; got {task_vector_2d.ndim}-D")
-    return truncate_dense(task_vector_2d, rank).to(torch.float32)
+    truncate = truncate_dense if exact else randomized_truncate
+    return truncate(task_vector_2d, rank).to(torch.float32)

@@ -11,6 +11,7 @@ TINY = {
     "sandbox": ["--scorings", "6"],
     "merge": ["--size", "64", "--rank", "4", "--parents", "2", "--repeats", "1"],
     "dns": ["--sizes", "50", "--naive-size", "20"],
+    "extract": ["--layers", "2", "--target-modules", "k_proj", "--rank", "4"],
 }
 
 

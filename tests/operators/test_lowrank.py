@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from qd_llm.models.lora import LoraFactors
@@ -56,3 +57,47 @@ def test_truncate_dense_randomized_branch_is_close_to_exact():
     # Fixed private seed: the randomized branch is reproducible.
     again = lowrank.truncate_dense(matrix, 4, exact_max_dim=0)
     assert torch.equal(randomized.A, again.A)
+
+
+def _orthonormal_bases(rows, cols, seed):
+    """Random ``U`` ``(rows, k)`` and ``V`` ``(cols, k)`` with orthonormal columns, ``k = min``."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(rows, cols)
+    U, _ = torch.linalg.qr(torch.randn(rows, k, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(cols, k, generator=g))
+    return U, V
+
+
+@pytest.mark.parametrize("shape", [(1536, 576), (192, 576)], ids=["mlp", "k_proj"])
+def test_randomized_truncate_is_within_one_percent_of_the_optimum(shape):
+    rank = 8
+    U, V = _orthonormal_bases(*shape, seed=0)
+    index = torch.arange(1, min(shape) + 1, dtype=torch.float32)
+    spectra = {
+        # Slowly decaying: the hardest case for a randomized range finder.
+        "power law": index**-0.25,
+        # A clear gap after the rank: the truncation itself is well defined.
+        "gap": torch.where(index <= rank, 1.0, 0.05) * index**-0.3,
+    }
+    for name, singular_values in spectra.items():
+        # ΔW = U diag(s) Vᵀ: its SVD is known by construction (in float32, which is
+        # fast and exact to ~1e-6, far below the tolerances here).
+        matrix = ((U * singular_values) @ V.T).double()
+        factors = lowrank.randomized_truncate(matrix, rank)
+        assert factors.rank == rank
+        # Eckart–Young: the best rank-r error is the norm of the dropped singular values.
+        optimum = singular_values[rank:].double().norm()
+        error = (matrix - factors.delta().double()).norm()
+        assert error / optimum <= 1.01, name
+        if name == "gap":
+            best = (U[:, :rank] * singular_values[:rank]) @ V[:, :rank].T
+            assert_close(factors.delta(), best, rtol=1e-3)
+
+
+def test_randomized_truncate_is_reproducible_and_leaves_the_global_rng_alone():
+    matrix = _factors(7, m=60, n=50, r=10).delta()
+    state = torch.random.get_rng_state()
+    first = lowrank.randomized_truncate(matrix, 4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(first.B, lowrank.randomized_truncate(matrix, 4).B)
+    assert not torch.equal(first.B, lowrank.randomized_truncate(matrix, 4, seed=1).B)
