@@ -25,7 +25,9 @@ def local(world_readable):
 
 @pytest.mark.slow
 def test_loop_through_an_openai_server_matches_the_local_loop(world_readable, local, hf_backend):
-    with ChatCompletionServer(backend=hf_backend, base_model="smollm2-135m-instruct") as server:
+    with ChatCompletionServer(
+        backend=hf_backend, base_model="smollm2-135m-instruct", adapter_root=world_readable
+    ) as server:
         server.start()
         served = run_tiny_loop(
             world_readable, "openai", ["backend=openai", f"inference.base_url={server.url}"]

@@ -21,11 +21,27 @@ swapping the engine's weights to it (``full_swap_seconds``, one
 ``reload_weights`` per genome); ``vllm_vs_full_swap`` is full swap / vLLM
 multi-LoRA, and ``full_swap_identical`` the share of completions equal to the
 multi-LoRA ones.
+
+``--backend openai`` measures serving instead (no naive side): the openai
+backend, ``--concurrency`` requests in flight, loading every genome by path,
+against two ``qd-llm serve`` servers started in-process on 127.0.0.1 over the
+same hf backend — one serving a request at a time (``--batch-window-ms 0``,
+``serial_server_seconds``) and one gathering concurrent requests into shared
+batches (``batching_server_seconds``). Its ``ratio`` is serial / batching;
+``same_outputs`` says whether both servers gave the same completions and
+``served_identical_to_hf`` is the share equal to the in-process batch.
+``--vllm-serve`` (in the vLLM environment) adds a real ``vllm serve`` with
+runtime LoRA loading, started on 127.0.0.1 and stopped afterwards
+(``vllm_serve_seconds``; ``vllm_serve_vs_batching`` is batching / vLLM).
 """
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 NAME = "eval"
 HELP = "mixed-adapter batched evaluation vs one genome and one prompt at a time"
@@ -36,6 +52,7 @@ _PROMPT_TEMPLATES = (
     "What is the largest number in the list [{a}, {b}]? Reply with only the number.",
     "How many letters are in the word '{w}'? Reply with only the number.",
 )
+_VLLM_START_TIMEOUT_S = 900
 _WORDS = ("cat", "sun", "tree", "house", "river", "apple", "stone", "cloud")
 
 
@@ -53,14 +70,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="hf",
-        choices=["hf", "vllm"],
-        help="batched backend; vllm is measured next to hf batched and naive",
+        choices=["hf", "vllm", "openai"],
+        help="batched backend; vllm is measured next to hf batched and naive, openai "
+        "against a one-at-a-time and a batching qd-llm server",
     )
     parser.add_argument("--genomes", type=int, default=8, help="P, random rank-8 LoRA genomes")
     parser.add_argument("--prompts", type=int, default=32, help="prompts per genome")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--base-model", default="smollm2-135m-instruct")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="openai: requests in flight at once"
+    )
+    parser.add_argument(
+        "--batch-window-ms", type=float, default=10.0, help="openai: the batching server's window"
+    )
+    parser.add_argument(
+        "--vllm-serve",
+        action="store_true",
+        help="openai: also measure a `vllm serve` started on 127.0.0.1 (vLLM environment)",
+    )
 
 
 def run(args) -> dict:
@@ -95,12 +124,15 @@ def run(args) -> dict:
         batched = backend.generate(requests, config)
         batched_s = time.perf_counter() - start
 
-        # Naive: a fresh backend state per genome (adapter loaded when first needed),
-        # then one unbatched generate call per prompt.
-        backend.adapter_memory_mb = 0  # keep only the current genome resident
-        start = time.perf_counter()
-        naive = [backend.generate([r], config)[0] for r in requests]
-        naive_s = time.perf_counter() - start
+        if args.backend == "openai":
+            served = _run_openai(args, backend, requests, config, reference=batched, root=tmp)
+        else:
+            # Naive: a fresh backend state per genome (adapter loaded when first needed),
+            # then one unbatched generate call per prompt.
+            backend.adapter_memory_mb = 0  # keep only the current genome resident
+            start = time.perf_counter()
+            naive = [backend.generate([r], config)[0] for r in requests]
+            naive_s = time.perf_counter() - start
 
         if args.backend == "vllm":
             vllm_result = _run_vllm(args, requests, config, reference=batched, store=store)
@@ -116,12 +148,19 @@ def run(args) -> dict:
         "batch_size": args.batch_size,
         "generated_tokens": tokens,
         "batched_seconds": round(batched_s, 3),
-        "naive_seconds": round(naive_s, 3),
         "batched_tokens_per_s": round(tokens / batched_s, 2),
-        "naive_tokens_per_s": round(tokens / naive_s, 2),
-        "same_outputs": batched == naive,
-        "ratio": round(naive_s / batched_s, 2),
     }
+    if args.backend == "openai":
+        for side in ("serial_server", "batching_server", "vllm_serve"):
+            if f"{side}_seconds" in served:
+                served[f"{side}_tokens_per_s"] = round(tokens / served[f"{side}_seconds"], 2)
+        return {**result, **served}
+    result.update(
+        naive_seconds=round(naive_s, 3),
+        naive_tokens_per_s=round(tokens / naive_s, 2),
+        same_outputs=batched == naive,
+        ratio=round(naive_s / batched_s, 2),
+    )
     if args.backend == "vllm":
         vllm_s = vllm_result["vllm_seconds"]
         result.update(
@@ -171,17 +210,163 @@ def _run_vllm(args, requests, config, *, reference: list[str], store) -> dict:
     finally:
         backend.close()
 
-    def share_equal(a, b) -> float:
-        return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 3)
-
     return {
         "vllm_device": backend.device,
         "vllm_engine_start_seconds": round(start_s, 1),
         "vllm_seconds": round(vllm_s, 3),
         "vllm_generated_tokens": tokens,
         "vllm_tokens_per_s": round(tokens / vllm_s, 2),
-        "vllm_identical": share_equal(outputs, reference),
+        "vllm_identical": _share_equal(outputs, reference),
         "full_swap_merge_seconds": round(merge_s, 3),
         "full_swap_seconds": round(swap_s, 3),
-        "full_swap_identical": share_equal(swapped, outputs),
+        "full_swap_identical": _share_equal(swapped, outputs),
+    }
+
+
+def _share_equal(a: list[str], b: list[str]) -> float:
+    return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 3)
+
+
+def _time_openai(base_url: str, args, requests, config) -> tuple[float, list[str]]:
+    """Seconds and completions of the openai backend over ``requests``, loading genomes."""
+    from qd_llm.inference.openai_backend import OpenAIBackend
+
+    client = OpenAIBackend(
+        base_url=base_url,
+        base_model=args.base_model,
+        max_workers=args.concurrency,
+        max_retries=0,
+        load_adapters=True,
+    )
+    start = time.perf_counter()
+    outputs = client.generate(requests, config)
+    return time.perf_counter() - start, outputs
+
+
+def _run_openai(args, backend, requests, config, *, reference: list[str], root: str) -> dict:
+    """Times the openai backend against a one-at-a-time and a batching server over ``backend``.
+
+    Both servers load the genomes by path, so both pay the same HTTP loading;
+    ``backend`` already holds the adapters from the in-process batch.
+    """
+    from qd_llm.inference.server import ChatCompletionServer
+
+    sides = {}
+    for side, window_ms in (("serial_server", 0), ("batching_server", args.batch_window_ms)):
+        with ChatCompletionServer(
+            backend=backend,
+            base_model=args.base_model,
+            adapter_root=root,
+            batch_window_ms=window_ms,
+        ) as server:
+            seconds, outputs = _time_openai(server.start().url, args, requests, config)
+            sides[side] = seconds, outputs, server.worker.backend_calls
+    (serial_s, serial, _), (batching_s, batching, calls) = sides.values()
+    result = {
+        "concurrency": args.concurrency,
+        "batch_window_ms": args.batch_window_ms,
+        "serial_server_seconds": round(serial_s, 3),
+        "batching_server_seconds": round(batching_s, 3),
+        "batching_server_backend_calls": calls,
+        "same_outputs": serial == batching,
+        "served_identical_to_hf": _share_equal(batching, reference),
+        "ratio": round(serial_s / batching_s, 2),
+    }
+    if args.vllm_serve:
+        result.update(_run_vllm_serve(args, requests, config, reference=batching, log_dir=root))
+        result["vllm_serve_vs_batching"] = round(batching_s / result["vllm_serve_seconds"], 2)
+    return result
+
+
+def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: str) -> dict:
+    """Times the openai backend against ``vllm serve`` with runtime LoRA loading.
+
+    The server is started on 127.0.0.1 with the in-process vllm backend's
+    device settings, waited for (start-up is reported, not timed), and stopped
+    afterwards.
+    """
+    import shutil
+    import signal
+    import socket
+
+    from qd_llm.errors import QdLlmError
+    from qd_llm.inference.openai_client import OpenAIChatClient
+    from qd_llm.inference.vllm_backend import _DEVICE_DEFAULTS
+    from qd_llm.models.resolve import resolve_base_model
+
+    command = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
+    if command is None:
+        raise QdLlmError("--vllm-serve needs the `vllm` command: run it in .venv-vllm")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype, memory_share = _DEVICE_DEFAULTS[device]
+    with socket.socket() as probe:  # a free port; vllm serve cannot pick one itself
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    env = {
+        **os.environ,
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+    }
+    log_path = Path(log_dir) / "vllm-serve.log"
+    start = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                command,
+                "serve",
+                str(resolve_base_model(args.base_model)),
+                "--served-model-name",
+                args.base_model,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dtype",
+                dtype,
+                "--gpu-memory-utilization",
+                str(memory_share),
+                "--enable-lora",
+                "--max-lora-rank",
+                "8",
+                "--max-loras",
+                str(args.genomes),
+                "--max-model-len",
+                "2048",
+                "--seed",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its engine processes are stopped with it
+        )
+    try:
+        probe_client = OpenAIChatClient(
+            base_url=base_url, model=args.base_model, max_retries=0, timeout_s=5
+        )
+        while True:
+            if process.poll() is not None or time.perf_counter() - start > _VLLM_START_TIMEOUT_S:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise QdLlmError(f"vllm serve did not start (exit {process.returncode}): {tail}")
+            try:
+                probe_client.list_models()
+                break
+            except QdLlmError:
+                time.sleep(1)
+        start_s = time.perf_counter() - start
+        seconds, outputs = _time_openai(base_url, args, requests, config)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return {
+        "vllm_serve_device": device,
+        "vllm_serve_start_seconds": round(start_s, 1),
+        "vllm_serve_seconds": round(seconds, 3),
+        "vllm_serve_identical": _share_equal(outputs, reference),
     }

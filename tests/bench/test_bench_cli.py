@@ -37,3 +37,15 @@ def test_eval_benchmark_on_vllm_compares_multi_lora_with_hf_and_full_swapping(ca
     # Merged weights equal base + LoRA up to rounding: the same greedy answers, mostly.
     assert result["full_swap_identical"] >= 0.5
     assert result["vllm_identical"] >= 0.5
+
+
+def test_eval_benchmark_on_openai_servers_compares_batching_with_one_at_a_time(capsys):
+    # A wide window, so that concurrent requests meet in it even on a busy machine.
+    serving = ["--backend", "openai", "--concurrency", "4", "--batch-window-ms", "500"]
+    assert main(["bench", "eval", *TINY["eval"], *serving]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "openai" and result["requests"] == 6
+    assert result["serial_server_seconds"] > 0 and result["batching_server_seconds"] > 0
+    assert result["ratio"] > 0
+    assert 1 <= result["batching_server_backend_calls"] < result["requests"]
+    assert result["same_outputs"] and result["served_identical_to_hf"] == 1.0

@@ -103,7 +103,9 @@ def test_new_genomes_are_loaded_into_the_server_by_path(hf_backend, genomes, bas
         GenerationRequest(prompt=PROMPTS[0], genome_id=child.id, adapter=store.path(child.id)),
         GenerationRequest(prompt=PROMPTS[1], genome_id=known_id, adapter=known),
     ]
-    with ChatCompletionServer(backend=hf_backend, base_model=BASE, adapters={known_id: known}) as s:
+    with ChatCompletionServer(
+        backend=hf_backend, base_model=BASE, adapters={known_id: known}, adapter_root=tmp_path
+    ) as s:
         s.start()
         loading = OpenAIBackend(base_url=s.url, base_model=BASE, load_adapters=True)
         assert loading.generate(reqs, GREEDY) == hf_backend.generate(reqs, GREEDY)
