@@ -14,6 +14,9 @@ from qd_llm.snapshot import RunSnapshot
 
 PROMPTS = ["What is 2 + 3? Answer with a number.", "Spell 'dog' backwards."]
 
+# Every test here exports the shared tiny run, which a whole loop run builds first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
