@@ -1,6 +1,7 @@
 """`qd-llm export`: adapters that load in PEFT and answer as in qd_llm; merged checkpoints."""
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from qd_llm.snapshot import RunSnapshot
 
 PROMPTS = ["What is 2 + 3? Answer with a number.", "Spell 'dog' backwards."]
 
+# Every test here exports the shared tiny run, which a whole loop run builds first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -25,18 +29,36 @@ def exported(tmp_path_factory):
     return out
 
 
+def _archive_rows(run):
+    """(genome id, cell, fitness, descriptor) of every occupied cell, read from the
+    checkpoint's pyribs archive and put in the documented order: fittest first,
+    ties by lower cell."""
+    data = pickle.loads((run / "checkpoint.pkl").read_bytes()).state["niche"].archive.data()
+    rows = zip(data["solution"], data["index"], data["objective"], data["measures"], strict=True)
+    return sorted(rows, key=lambda row: (-row[2], row[1]))
+
+
 def test_manifest_matches_the_run_archive(exported):
     manifest = json.loads((exported / "all" / "manifest.json").read_text())
-    elites = RunSnapshot(tiny_run()).elites()
-    assert [e["id"] for e in manifest["elites"]] == [e.genome_id for e in elites]
-    for entry, elite in zip(manifest["elites"], elites, strict=True):
-        assert entry["cell"] == elite.cell
-        assert entry["fitness"] == pytest.approx(elite.fitness)
-        assert entry["descriptor"] == pytest.approx(list(elite.descriptor))
+    rows = _archive_rows(tiny_run())
+    assert [e["id"] for e in manifest["elites"]] == [str(row[0]) for row in rows]
+    for rank, (entry, (genome_id, cell, fitness, descriptor)) in enumerate(
+        zip(manifest["elites"], rows, strict=True), start=1
+    ):
+        assert entry["cell"] == cell
+        assert entry["fitness"] == pytest.approx(fitness)
+        assert entry["descriptor"] == pytest.approx(list(descriptor))
+        assert entry["path"] == f"{rank:02d}-cell{cell:04d}-{genome_id}"
+        stored = tiny_run() / "genomes" / genome_id
+        genome = json.loads((stored / "genome.json").read_text())
+        assert (entry["parents"], entry["operator"]) == (genome["parents"], genome["operator"])
         folder = exported / "all" / entry["path"]
-        assert (folder / "adapter_model.safetensors").exists()
+        copied = ["adapter_config.json", "adapter_model.safetensors", "genome.json"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*copied, "README.md"])
+        for name in copied:  # copied unchanged from the run's genome store
+            assert (folder / name).read_bytes() == (stored / name).read_bytes(), name
         card = (folder / "README.md").read_text()
-        assert entry["id"] in card and f"| niche cell | {elite.cell} |" in card
+        assert entry["id"] in card and f"| niche cell | {cell} |" in card
         assert "LoRARequest" in card and "peft=" in card
 
 

@@ -15,12 +15,43 @@ TINY = {
 }
 
 
+# Per benchmark: the two reported measures whose quotient is the ratio, and half the
+# unit they are rounded to (eval: seconds to 1 ms, sandbox: rates to 0.1/s, both with
+# the ratio to 0.01; merge and dns: not rounded).
+RATIO_OF = {
+    "eval": ("naive_seconds", "batched_seconds", 0.0005),
+    "sandbox": ("pooled_per_s", "fresh_per_s", 0.05),
+    "merge": ("dense_seconds", "factored_seconds", 0.0),
+    "dns": ("naive_seconds", "vectorised_seconds", 0.0),
+}
+# What must hold whatever the timing: both sides computed the same thing.
+SAME_RESULT = {
+    "eval": {"same_outputs": True, "requests": 6, "genomes": 2, "prompts": 3},
+    "sandbox": {"pooled_correct": True, "fresh_correct": True, "scorings": 6},
+    "merge": {"size": 64, "rank": 4, "parents": 2},
+    "dns": {"same_selection": True, "naive_size": 20},
+}
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_benchmark_prints_one_json_object_with_a_ratio(name, capsys):
+    # Speed itself is not asserted (a busy machine makes any threshold flaky): the
+    # ratio must be the quotient of the reported measures, and both sides must agree.
     assert main(["bench", name, *TINY[name]]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["benchmark"] == name
-    assert result["ratio"] > 0
+    numerator_key, denominator_key, half_unit = RATIO_OF[name]
+    numerator, denominator = result[numerator_key], result[denominator_key]
+    assert numerator > 0 and denominator > half_unit
+    if half_unit:  # the ratio lies within what rounding the measures and itself allows
+        low = (numerator - half_unit) / (denominator + half_unit) - 0.005
+        high = (numerator + half_unit) / (denominator - half_unit) + 0.005
+        assert low <= result["ratio"] <= high, (numerator, denominator, result["ratio"])
+    else:
+        assert result["ratio"] == pytest.approx(numerator / denominator)
+    assert {key: result[key] for key in SAME_RESULT[name]} == SAME_RESULT[name]
+    if name == "merge":  # both routes: the best rank-r approximation of the same sum
+        assert result["relative_difference"] < 1e-4
     assert result["machine"]["cpus"] >= 1
 
 
