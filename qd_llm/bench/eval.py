@@ -289,6 +289,8 @@ def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: st
     import signal
     import socket
 
+    import torch
+
     from qd_llm.errors import QdLlmError
     from qd_llm.inference.openai_client import OpenAIChatClient
     from qd_llm.inference.vllm_backend import _DEVICE_DEFAULTS

@@ -480,6 +480,11 @@ def main() -> None:
 
         control = socket.socket(fileno=int(args["control-fd"]))
         control.set_inheritable(False)
+    if cfg["sweep"] and os.readlink("/proc/self/ns/pid") == cfg["host_pid_namespace"]:
+        # Sweeping after a job kills every process in the namespace: on the host's
+        # own namespace that would be every process the user can signal.
+        sys.stderr.write("sandbox isolation gave no PID namespace of its own; not starting\n")
+        sys.exit(3)
     _make_non_dumpable()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     write_frame(result_fd, READY_NONCE, {"ready": True, "pid": os.getpid()})

@@ -400,6 +400,8 @@ class _Worker:
             "max_result_bytes": config.max_result_bytes,
             "tmp_root": self._tmp_root or "/tmp",
             "sweep": isolation != "none",
+            # The runner refuses to sweep a PID namespace that is not its own.
+            "host_pid_namespace": os.readlink("/proc/self/ns/pid"),
             "task_uid": config.task_uid if os.geteuid() == 0 else None,
         }
         read_fd, write_fd = os.pipe()

@@ -210,3 +210,35 @@ def test_cli_score_and_list(tasks, tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["task_id"] for r in rows] == ["addition", "echo", "leaky"]
     assert rows[0]["generation_type"] == "easier" and rows[0]["parent"] == "root_task"
+
+
+def test_runner_refuses_to_sweep_the_hosts_pid_namespace():
+    """The sweep after a job kills every process in the runner's PID namespace; a
+    runner started without a namespace of its own must not start at all."""
+    import subprocess
+    import sys
+
+    from qd_llm.tasks import _sandbox_runner
+
+    read_fd, write_fd = os.pipe()
+    config = {"sweep": True, "host_pid_namespace": os.readlink("/proc/self/ns/pid")}
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-S",
+                _sandbox_runner.__file__,
+                f"--result-fd={write_fd}",
+                f"--config={json.dumps(config)}",
+            ],
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+        )
+        os.close(write_fd)
+        assert done.returncode == 3
+        assert "no PID namespace of its own" in done.stderr.decode()
+        assert os.read(read_fd, 64) == b""  # it never reported ready
+    finally:
+        os.close(read_fd)
