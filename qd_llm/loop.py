@@ -285,7 +285,9 @@ class Coevolution:
     def load_state_dict(self, state: dict) -> None:
         self.generation = state["generation"]
         self.population = list(state["population"])
-        self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=self.embedder)
+        self.tasks = TaskArchive.from_state_dict(
+            state["task_archive"], embedder=self.embedder, tasks_root=self.run.tasks_dir
+        )
         self.niche = state["niche"]
         self.bandit = state["bandit"]
         self.rng = state["rng"]

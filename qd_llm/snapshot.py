@@ -45,7 +45,9 @@ class RunSnapshot:
         self.population: list[str] = list(state["population"])
         self.niche = state["niche"]
         # The embedder is only needed to embed new tasks; a snapshot embeds none.
-        self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=None)
+        self.tasks = TaskArchive.from_state_dict(
+            state["task_archive"], embedder=None, tasks_root=self.run.tasks_dir
+        )
         self.metrics = self.run.metrics()[: self.generation + 1]
         self.store = GenomeStore(
             self.run.genomes_dir,
