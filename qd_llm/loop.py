@@ -292,7 +292,9 @@ class Coevolution:
         """Continues from :meth:`state_dict` (as read back from a checkpoint)."""
         self.generation = int(state["generation"])
         self.population = [str(genome_id) for genome_id in state["population"]]
-        self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=self.embedder)
+        self.tasks = TaskArchive.from_state_dict(
+            state["task_archive"], embedder=self.embedder, tasks_root=self.run.tasks_dir
+        )
         self.niche = NicheMap.from_state_dict(state["niche"])
         # The emitters serve the niche map's archive, as in a fresh run.
         self.bandit = OperatorBandit.from_state_dict(state["bandit"], archive=self.niche.archive)

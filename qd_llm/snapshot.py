@@ -46,7 +46,9 @@ class RunSnapshot:
             self.population: list[str] = [str(genome_id) for genome_id in state["population"]]
             self.niche = NicheMap.from_state_dict(state["niche"])
             # The embedder is only needed to embed new tasks; a snapshot embeds none.
-            self.tasks = TaskArchive.from_state_dict(state["task_archive"], embedder=None)
+            self.tasks = TaskArchive.from_state_dict(
+                state["task_archive"], embedder=None, tasks_root=self.run.tasks_dir
+            )
         self.metrics = self.run.metrics()[: self.generation + 1]
         self.store = GenomeStore(
             self.run.genomes_dir,

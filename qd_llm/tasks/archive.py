@@ -115,9 +115,10 @@ class _Entry:
         }
 
     @classmethod
-    def from_json(cls, obj: dict) -> "_Entry":
+    def from_json(cls, obj: dict, *, tasks_root: Path | None = None) -> "_Entry":
+        path = Path(obj["path"])
         task = TaskDir(
-            path=Path(obj["path"]),
+            path=path if tasks_root is None else tasks_root / path.name,
             info=TaskInfo.from_json(obj["info"]),
             lineage=Lineage.from_json(obj["lineage"]),
         )
@@ -316,8 +317,18 @@ class TaskArchive:
         *,
         embedder: Embedder,
         is_interesting: InterestingHook | None = None,
+        tasks_root: str | Path | None = None,
     ) -> "TaskArchive":
-        """Rebuilds an archive saved by :meth:`state_dict`."""
+        """Rebuilds an archive saved by :meth:`state_dict`.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+            embedder: See the class.
+            is_interesting: See the class.
+            tasks_root: The folder the task directories are in now (a run
+                directory's ``tasks/``), so a run that was moved or copied
+                finds them; None keeps the paths as saved.
+        """
         if state.get("version") != STATE_VERSION:
             raise QdLlmError(
                 f"task archive state version {state.get('version')!r} is not {STATE_VERSION}"
@@ -330,7 +341,9 @@ class TaskArchive:
             is_interesting=is_interesting,
         )
         for obj in state["history"]:
-            entry = _Entry.from_json(obj)
+            entry = _Entry.from_json(
+                obj, tasks_root=None if tasks_root is None else Path(tasks_root)
+            )
             archive._history[entry.task.task_id] = entry
         archive._active = list(state["active"])
         archive._cache = {

@@ -166,6 +166,11 @@ def test_state_round_trips_through_json_and_pickle(minilm, tasks):
     assert restored.accepted_at("add_three_digit") == 4
     assert restored.vendi_score() == pytest.approx(archive.vendi_score())
     assert restored.state_dict() == state
+    # A run directory that was moved finds its tasks in their new folder.
+    moved = TaskArchive.from_state_dict(state, embedder=minilm, tasks_root="/moved/run/tasks")
+    assert {str(t.path) for t in moved.history()} == {
+        f"/moved/run/tasks/{t.task_id}" for t in archive.history()
+    }
     candidate = tasks["capital_cities"]
     again, before = (
         restored.consider(candidate, generation=6),
