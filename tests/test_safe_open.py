@@ -17,31 +17,28 @@ from pathlib import Path
 
 import pytest
 from _analysis_run import BIGBENCH, tiny_run
+from _hostile import code_executing_pickle
 
 from qd_llm.runs import LEGACY_CHECKPOINT_FILE, RunDir
 
 pytestmark = pytest.mark.slow
 
 
-class _Touch:
-    """Unpickling this creates ``marker`` (pickle calls ``Path.touch(marker)``)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def _hostile_copy(tmp_path: Path, marker: Path) -> RunDir:
-    """A copy of the tiny run whose last generation was cut short by a kill."""
-    run = RunDir.open(shutil.copytree(tiny_run(), tmp_path / "run"))
+def _cut_short_copy(path: Path) -> RunDir:
+    """A copy of the tiny run at ``path`` whose last generation was cut short by a kill."""
+    run = RunDir.open(shutil.copytree(tiny_run(), path))
     # What a cut-short generation leaves: a resume that reads a checkpoint cuts these off.
     with open(run.metrics_path, "a") as f:
         f.write('{"generation": 3, "population_si')
     with open(run.evals_path, "a") as f:
         f.write('{"genome_id": "x"')
-    payload = pickle.dumps(_Touch(marker))
+    return run
+
+
+def _hostile_copy(tmp_path: Path, marker: Path) -> RunDir:
+    """A cut-short copy of the tiny run with a code-executing pickle for a checkpoint."""
+    run = _cut_short_copy(tmp_path / "run")
+    payload = code_executing_pickle(marker)
     pickle.loads(payload)  # the payload is live: unpickling it makes the marker
     assert marker.exists()
     marker.unlink()
@@ -113,9 +110,7 @@ def test_legacy_and_corrupted_checkpoints_are_refused_and_change_nothing(tmp_pat
     marker = tmp_path / "marker"
     legacy = _hostile_copy(tmp_path / "legacy", marker)
     legacy.checkpoint_path.unlink()  # only the pickled checkpoint of an older qd_llm is left
-    corrupted = RunDir.open(shutil.copytree(tiny_run(), tmp_path / "corrupted"))
-    with open(corrupted.metrics_path, "a") as f:
-        f.write('{"generation": 3, "population_si')
+    corrupted = _cut_short_copy(tmp_path / "corrupted")
     good = corrupted.checkpoint_path.read_bytes()
     corrupted.checkpoint_path.write_bytes(good[: len(good) // 2])  # torn by a bad copy
     before = {run.path: _files(run) for run in (legacy, corrupted)}
