@@ -169,13 +169,22 @@ def _run_args(out: Path) -> list[str]:
 
 
 def _contents(folder: Path) -> dict[str, object]:
-    """Relative path -> bytes of every file; ``genome.json`` without its creation time."""
+    """Relative path -> bytes of every file.
+
+    ``genome.json`` is compared without its creation time, and PEFT's
+    ``adapter_config.json`` with ``target_modules`` sorted: PEFT writes a set,
+    in an order that changes with each process's string hash seed.
+    """
     contents = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name == "genome.json":
+        if path.name == GENOME_JSON:
             info = json.loads(path.read_text())
             info.pop("created_at")
             contents[str(path.relative_to(folder))] = info
+        elif path.name == ADAPTER_CONFIG:
+            config = json.loads(path.read_text())
+            config["target_modules"] = sorted(config["target_modules"])
+            contents[str(path.relative_to(folder))] = config
         else:
             contents[str(path.relative_to(folder))] = path.read_bytes()
     return contents
