@@ -76,6 +76,7 @@ TINY = [
     "genomes.rank=2",
     "genomes.keep_weights=live",
     "population.size=2",
+    "population.dns_k=2",
     "population.offspring=2",
     "population.generations=2",
     "tasks.adapt_every=1",
