@@ -1,7 +1,6 @@
 """`qd-llm export`: adapters that load in PEFT and answer as in qd_llm; merged checkpoints."""
 
 import json
-import pickle
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from _analysis_run import tiny_run
 
 from qd_llm.cli import main
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
+from qd_llm.runs import RunDir
 from qd_llm.snapshot import RunSnapshot
 
 PROMPTS = ["What is 2 + 3? Answer with a number.", "Spell 'dog' backwards."]
@@ -33,8 +33,14 @@ def _archive_rows(run):
     """(genome id, cell, fitness, descriptor) of every occupied cell, read from the
     checkpoint's pyribs archive and put in the documented order: fittest first,
     ties by lower cell."""
-    data = pickle.loads((run / "checkpoint.pkl").read_bytes()).state["niche"].archive.data()
-    rows = zip(data["solution"], data["index"], data["objective"], data["measures"], strict=True)
+    archive = RunDir(run).read_checkpoint().state["niche"]["archive"]
+    rows = zip(
+        archive["solution"],
+        archive["occupied_cells"].tolist(),
+        archive["objective"].tolist(),
+        archive["measures"],
+        strict=True,
+    )
     return sorted(rows, key=lambda row: (-row[2], row[1]))
 
 
@@ -53,10 +59,15 @@ def test_manifest_matches_the_run_archive(exported):
         genome = json.loads((stored / "genome.json").read_text())
         assert (entry["parents"], entry["operator"]) == (genome["parents"], genome["operator"])
         folder = exported / "all" / entry["path"]
-        copied = ["adapter_config.json", "adapter_model.safetensors", "genome.json"]
-        assert sorted(p.name for p in folder.iterdir()) == sorted([*copied, "README.md"])
+        copied = ["adapter_model.safetensors", "genome.json"]
+        written = ["adapter_config.json", "README.md"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*copied, *written])
         for name in copied:  # copied unchanged from the run's genome store
             assert (folder / name).read_bytes() == (stored / name).read_bytes(), name
+        # The config is the store's, naming the base by its hub id.
+        config = json.loads((folder / "adapter_config.json").read_text())
+        stored_config = json.loads((stored / "adapter_config.json").read_text())
+        assert config == {**stored_config, "base_model_name_or_path": HUB_ID}
         card = (folder / "README.md").read_text()
         assert entry["id"] in card and f"| niche cell | {cell} |" in card
         assert "LoRARequest" in card and "peft=" in card

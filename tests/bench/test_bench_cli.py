@@ -16,13 +16,14 @@ TINY = {
 
 
 # Per benchmark: the two reported measures whose quotient is the ratio, and half the
-# unit they are rounded to (eval: seconds to 1 ms, sandbox: rates to 0.1/s, both with
+# unit they are rounded to (eval, extract: seconds to 1 ms, sandbox: rates to 0.1/s, both with
 # the ratio to 0.01; merge and dns: not rounded).
 RATIO_OF = {
     "eval": ("naive_seconds", "batched_seconds", 0.0005),
     "sandbox": ("pooled_per_s", "fresh_per_s", 0.05),
     "merge": ("dense_seconds", "factored_seconds", 0.0),
     "dns": ("naive_seconds", "vectorised_seconds", 0.0),
+    "extract": ("exact_seconds", "fast_seconds", 0.0005),
 }
 # What must hold whatever the timing: both sides computed the same thing.
 SAME_RESULT = {
@@ -30,6 +31,7 @@ SAME_RESULT = {
     "sandbox": {"pooled_correct": True, "fresh_correct": True, "scorings": 6},
     "merge": {"size": 64, "rank": 4, "parents": 2},
     "dns": {"same_selection": True, "naive_size": 20},
+    "extract": {"projections": 2, "rank": 4},  # k_proj of 2 layers
 }
 
 
@@ -52,6 +54,8 @@ def test_benchmark_prints_one_json_object_with_a_ratio(name, capsys):
     assert {key: result[key] for key in SAME_RESULT[name]} == SAME_RESULT[name]
     if name == "merge":  # both routes: the best rank-r approximation of the same sum
         assert result["relative_difference"] < 1e-4
+    if name == "extract":  # randomized: near the optimal rank-r error, never below it
+        assert 1.0 - 1e-6 <= result["max_error_ratio"] <= 1.01
     assert result["machine"]["cpus"] >= 1
 
 
