@@ -91,6 +91,7 @@ bench: setup
 	$(VENV)/bin/qd-llm bench sandbox
 	$(VENV)/bin/qd-llm bench merge
 	$(VENV)/bin/qd-llm bench dns
+	$(VENV)/bin/qd-llm bench extract
 
 lint: setup
 	$(VENV)/bin/ruff check qd_llm tests analysis
