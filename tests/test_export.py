@@ -97,6 +97,20 @@ def _greedy(model, tokenizer):
     return answers
 
 
+def _answers_in_qd_llm(hf_backend, genome_id, folder):
+    """The adapter's greedy answers to PROMPTS through qd_llm's hf backend.
+
+    One prompt per call: no padding, so the comparison with plain transformers is exact.
+    """
+    return [
+        hf_backend.generate(
+            [GenerationRequest(prompt=p, genome_id=genome_id, adapter=folder)],
+            GenerationConfig(max_new_tokens=8),
+        )[0]
+        for p in PROMPTS
+    ]
+
+
 def test_exported_adapter_loads_in_peft_and_answers_as_in_qd_llm(exported, hf_backend):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,14 +119,7 @@ def test_exported_adapter_loads_in_peft_and_answers_as_in_qd_llm(exported, hf_ba
 
     entry = json.loads((exported / "top" / "manifest.json").read_text())["elites"][0]
     folder = exported / "top" / entry["path"]
-    # One prompt per call: no padding, so the comparison is exact.
-    inside = [
-        hf_backend.generate(
-            [GenerationRequest(prompt=p, genome_id=entry["id"], adapter=folder)],
-            GenerationConfig(max_new_tokens=8),
-        )[0]
-        for p in PROMPTS
-    ]
+    inside = _answers_in_qd_llm(hf_backend, entry["id"], folder)
     base_path = resolve_base_model()
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     peft_model = PeftModel.from_pretrained(
@@ -177,13 +184,7 @@ def test_export_with_base_path_loads_offline_with_auto_peft(tmp_path, hf_backend
     folder = out / entry["path"]
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(Path(base).resolve())
-    inside = [
-        hf_backend.generate(
-            [GenerationRequest(prompt=p, genome_id=entry["id"], adapter=folder)],
-            GenerationConfig(max_new_tokens=8),
-        )[0]
-        for p in PROMPTS
-    ]
+    inside = _answers_in_qd_llm(hf_backend, entry["id"], folder)
     model = AutoPeftModelForCausalLM.from_pretrained(str(folder)).eval()
     assert _greedy(model, AutoTokenizer.from_pretrained(base)) == inside
 
