@@ -4,6 +4,7 @@ All four read a run directory (see :mod:`qd_llm.runs`) and never change what
 the loop wrote; they add ``figures/``, ``report.html`` and ``coverage/``.
 """
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -145,43 +146,53 @@ def _load_tasks(args, run) -> tuple:
     return combined_task_set(val_set, task_set), split
 
 
-def _evaluate(args):
-    """Loads the task set and evaluates it with the run's own backend and sandbox."""
+def _evaluate(args, stack: contextlib.ExitStack):
+    """Loads the task set and evaluates it with a backend and sandbox built from
+    the run's config (closed when ``stack`` closes).
+
+    Returns:
+        ``(data, split, backend)``: the coverage data, the validation/test split
+        (None for ``bestofn``) and the backend, for judges that need it.
+    """
+    from qd_llm import components
     from qd_llm.config import config_from_dict
     from qd_llm.evaluation.coverage import evaluate_task_set
-    from qd_llm.loop import Coevolution
     from qd_llm.runs import RunDir
 
     run = RunDir.open(args.run_dir)
     run.read_checkpoint()  # a checkpoint that cannot be read fails before any model loads
     task_set, split = _load_tasks(args, run)
-    loop = Coevolution(config_from_dict(run.config()), run)
-    try:
-        data = evaluate_task_set(
-            run.path,
-            task_set,
-            backend=loop.backend,
-            sandbox=loop.sandbox,
-            genomes=args.genomes,
-            control_samples=args.control_samples,
-            control_temperature=args.control_temperature,
-            seed=args.seed,
-        )
-    except BaseException:
-        loop.close()
-        raise
-    return data, split, loop
+    config = config_from_dict(run.config())
+    backend = components.make_backend(config)
+    stack.callback(backend.close)
+    sandbox = components.make_sandbox(config)
+    stack.callback(sandbox.close)
+    data = evaluate_task_set(
+        run.path,
+        task_set,
+        backend=backend,
+        sandbox=sandbox,
+        genomes=args.genomes,
+        control_samples=args.control_samples,
+        control_temperature=args.control_temperature,
+        seed=args.seed,
+    )
+    return data, split, backend
 
 
 def _coverage(args) -> int:
-    from qd_llm.evaluation.coverage import coverage_report, write_report_files
+    from qd_llm.evaluation.coverage import coverage_report, write_result
+    from qd_llm.plots import coverage_figure, save_figure
 
     if args.max_n < 1:
         raise QdLlmError(f"--max-n must be at least 1, got {args.max_n}")
-    data, split, loop = _evaluate(args)
-    loop.close()
+    with contextlib.ExitStack() as stack:
+        data, split, _ = _evaluate(args, stack)
     report = coverage_report(data, split=split, max_n=args.max_n, draws=args.draws, seed=args.seed)
-    result, figure = write_report_files(args.run_dir, report)
+    result = write_result(args.run_dir, report)
+    figure = save_figure(
+        coverage_figure(report), args.run_dir / "figures" / f"coverage_{report['taskset']}.png"
+    )
     if args.json:
         print(json.dumps(report))
         return 0
@@ -206,8 +217,8 @@ def _bestofn(args) -> int:
         raise QdLlmError(f"--n must be at least 1, got {args.n}")
     if args.method == "reward" and not args.reward_model:
         raise QdLlmError("--method reward needs --reward-model PATH")
-    data, _, loop = _evaluate(args)
-    try:
+    with contextlib.ExitStack() as stack:
+        data, _, backend = _evaluate(args, stack)
         if args.method == "majority":
             picker = bestofn.MajorityPicker()
         elif args.method == "reward":
@@ -218,15 +229,13 @@ def _bestofn(args) -> int:
 
                 judge = bestofn.chat_judge(OpenAIChatClient())
             else:
-                judge = bestofn.backend_judge(loop.backend)
+                judge = bestofn.backend_judge(backend)
             picker = (bestofn.JudgePicker if args.method == "judge" else bestofn.KnockoutPicker)(
                 judge
             )
         skills = data.answers.skills(data.genomes)
         members = [data.genomes[i] for i in greedy_taskforce(skills, args.n)]
         result = bestofn.best_of_n(data.answers, members, picker)
-    finally:
-        loop.close()
     out = {"taskset": data.task_set.name, "num_tasks": len(data.answers.task_ids), "n": args.n}
     out |= result.to_json()
     if args.json:

@@ -23,13 +23,14 @@ zero tasks. Then the skill descriptors are refitted on the active tasks and
 the niche map is rebuilt from stored skill vectors.
 
 Every random choice draws from one numpy generator seeded by ``config.seed``
-(the bandit has its own, seeded from it), and decoding is greedy, so a run is a
-function of its config: resumed runs reproduce uninterrupted ones exactly.
+(the bandit has its own, seeded from it; operators get torch generators seeded
+from it), and decoding is greedy, so a run is a function of its config:
+resumed runs reproduce uninterrupted ones exactly. The global ``random``,
+NumPy and torch generators are neither seeded nor used.
 """
 
 import dataclasses
 import logging
-import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,24 +39,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qd_llm import atomic, faults
+from qd_llm import atomic, components, faults
 from qd_llm.config import RunConfig
 from qd_llm.errors import QdLlmError
-from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator, looks_like_gibberish
+from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator
 from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
-from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import get_operator
 from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.dns import dns_select
 from qd_llm.qd.emitters import OperatorBandit, Recipe
 from qd_llm.qd.niche_map import NicheMap
-from qd_llm.random_state import (
-    generator_from_state,
-    generator_state,
-    python_random_state,
-    set_python_random_state,
-)
+from qd_llm.random_state import generator_from_state, generator_state
 from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
@@ -70,60 +65,31 @@ def _unique(ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-# LoRA ranks vLLM accepts as max_lora_rank.
-_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
-
-
-def backend_kwargs(config: RunConfig) -> dict:
-    """Constructor arguments of the backend ``config.inference.backend`` names.
-
-    Raises:
-        QdLlmError: ``genomes.rank`` is larger than any LoRA rank vLLM accepts.
-    """
-    inference = config.inference
-    if inference.backend == "hf":
-        return dict(
-            base_model=config.base_model,
-            dtype=inference.dtype,
-            device=inference.device,
-            batch_size=inference.batch_size,
-            adapter_memory_mb=inference.adapter_memory_mb,
-        )
-    if inference.backend == "vllm":
-        max_rank = next((r for r in _VLLM_LORA_RANKS if r >= config.genomes.rank), None)
-        if max_rank is None:
-            raise QdLlmError(f"genomes.rank {config.genomes.rank} is above vLLM's largest, 512")
-        return dict(
-            base_model=config.base_model,
-            dtype=inference.dtype,
-            max_loras=inference.max_loras,
-            max_lora_rank=max_rank,
-            max_model_len=inference.max_model_len,
-            gpu_memory_utilization=inference.gpu_memory_utilization or None,
-            seed=config.seed,
-        )
-    # openai: children are bred during the run, so the server is told to load
-    # each new genome's adapter folder by path (a shared file system).
-    return dict(
-        base_model=config.base_model,
-        base_url=inference.base_url or None,
-        max_workers=inference.max_workers,
-        load_adapters=True,
-    )
-
-
 class Coevolution:
     """One run of the loop over a run directory.
+
+    Components not given are built from ``config`` by :mod:`qd_llm.components`
+    when first needed, and closed by :meth:`close`; given ones are the caller's
+    to close. The loop draws every random choice from its own generators and
+    leaves the global ``random``, NumPy and torch generators alone.
+
+    Example:
+        >>> loop = Coevolution(config, RunDir.create(path, config.to_dict()))
+        >>> row = loop.step()        # generation 0: its metrics row
+        >>> loop.run()               # the remaining generations
+        >>> loop.close()
 
     Args:
         config: The resolved config.
         run: The run directory (created by the caller).
+        backend: Generates completions (:class:`~qd_llm.inference.base.Backend`).
+        sandbox: Runs task code (:class:`~qd_llm.tasks.sandbox.SandboxPool`).
+        embedder: Embeds task texts (a SentenceTransformer, or a callable from
+            n texts to an ``(n, d)`` array).
+        scientist: Proposes tasks (:class:`~qd_llm.tasks.scientist.Scientist`).
         is_gibberish: Check on a child's completions; True excludes it from
             selection. Used only when ``config.gibberish_filter`` is not ``off``;
-            default: the one that setting names (the heuristic
-            :func:`~qd_llm.evaluation.evaluate.looks_like_gibberish`, or a
-            :class:`~qd_llm.evaluation.judge.GibberishJudge` on the environment's
-            OpenAI-compatible endpoint).
+            default: the one that setting names.
     """
 
     def __init__(
@@ -131,109 +97,72 @@ class Coevolution:
         config: RunConfig,
         run: RunDir,
         *,
+        backend=None,
+        sandbox=None,
+        embedder=None,
+        scientist: Scientist | None = None,
         is_gibberish: Callable[[Sequence[str]], bool] | None = None,
     ):
         self.config = config
-        self.run = run
-        self.is_gibberish = is_gibberish or self._default_gibberish_check()
+        self.run_dir = run
+        self.is_gibberish = is_gibberish or components.make_gibberish_check(config)
         self.store = GenomeStore(
             run.genomes_dir, base_model=config.base_model, dtype=config.genomes.dtype
         )
-        self._backend = self._sandbox = self._embedder = self._evaluator = None
+        self._backend, self._sandbox, self._embedder = backend, sandbox, embedder
+        self._scientist = scientist
+        self._owned: list = []  # components built here, closed by close()
+        self._evaluator: Evaluator | None = None
         self._heldout: HeldOutTracker | None = None
-
-    def _default_gibberish_check(self) -> Callable[[Sequence[str]], bool]:
-        if self.config.gibberish_filter != "judge":
-            return looks_like_gibberish
-        from qd_llm.evaluation.judge import GibberishJudge
-        from qd_llm.inference.openai_client import OpenAIChatClient
-
-        return GibberishJudge(client=OpenAIChatClient())
+        self._started = False
 
     # --- components (built lazily: `status` and tests need none of them) ----------
 
     @property
     def backend(self):
         if self._backend is None:
-            inference = self.config.inference
-            kwargs = backend_kwargs(self.config)
-            if inference.executor == "ray":
-                from qd_llm.executors.ray_executor import RayBackend
-
-                r = self.config.ray
-                self._backend = RayBackend(
-                    backend=inference.backend,
-                    backend_kwargs=kwargs,  # no progress bars in remote actors
-                    actors=r.actors,
-                    cpus_per_actor=r.cpus_per_actor,
-                    gpus_per_actor=r.gpus_per_actor,
-                    address=r.address,
-                    num_cpus=r.num_cpus or None,
-                )
-            else:
-                from qd_llm.inference.registry import make_backend
-
-                if inference.backend in ("hf", "vllm"):
-                    kwargs["progress"] = self.config.progress
-                self._backend = make_backend(inference.backend, **kwargs)
+            self._backend = components.make_backend(self.config)
+            self._owned.append(self._backend)
         return self._backend
 
     @property
     def sandbox(self):
         if self._sandbox is None:
-            from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
-
-            s = self.config.sandbox
-            config = SandboxConfig(
-                isolation=s.isolation, cpu_seconds=s.cpu_seconds, wall_seconds=s.wall_seconds
-            )
-            if self.config.inference.executor == "ray":
-                from qd_llm.executors.ray_executor import RaySandboxPool
-
-                r = self.config.ray
-                self._sandbox = RaySandboxPool(
-                    config=config,
-                    workers=s.workers,
-                    actors=r.sandbox_actors,
-                    cpus_per_actor=r.cpus_per_actor,
-                    address=r.address,
-                    num_cpus=r.num_cpus or None,
-                )
-            else:
-                self._sandbox = SandboxPool(config=config, workers=s.workers)
+            self._sandbox = components.make_sandbox(self.config)
+            self._owned.append(self._sandbox)
         return self._sandbox
 
     @property
     def embedder(self):
         if self._embedder is None:
-            from sentence_transformers import SentenceTransformer
-
-            from qd_llm.models.resolve import resolve_embedder
-
-            self._embedder = SentenceTransformer(
-                resolve_embedder(self.config.embedder), device="cpu"
-            )
+            self._embedder = components.make_embedder(self.config)
         return self._embedder
+
+    @property
+    def scientist(self) -> Scientist:
+        if self._scientist is None:
+            self._scientist = components.make_scientist(self.config)
+        return self._scientist
 
     @property
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            d = self.config.decoding
             self._evaluator = Evaluator(
-                run_dir=self.run.path,
+                run_dir=self.run_dir.path,
                 backend=self.backend,
                 sandbox=self.sandbox,
                 genomes=self.store,
-                decoding=GenerationConfig(
-                    max_new_tokens=d.max_new_tokens,
-                    temperature=d.temperature,
-                    seed=self.config.seed,
-                    system_prompt=d.system_prompt or None,
-                ),
+                decoding=components.make_decoding(self.config),
                 pass_threshold=self.config.tasks.pass_threshold,
                 progress=self.config.progress,
             )
         return self._evaluator
+
+    def close(self) -> None:
+        """Closes the components this loop built (sandbox workers, backend)."""
+        for component in reversed(self._owned):
+            component.close()
+        self._owned.clear()
 
     @property
     def heldout(self) -> HeldOutTracker | None:
@@ -250,13 +179,13 @@ class Coevolution:
         # A fixed shuffle (seed 0), so every run of an experiment sees the same questions.
         task_set = load_task_set(
             e.heldout,
-            run_dir=self.run.path,
+            run_dir=self.run_dir.path,
             limit=e.heldout_limit or None,
             seed=0,
             subdir=HELDOUT_DIR,
         )
         split = split_tasks(task_set.tasks, val_fraction=e.heldout_val_fraction)
-        directory = self.run.path / HELDOUT_DIR / task_set.key
+        directory = self.run_dir.path / HELDOUT_DIR / task_set.key
         atomic.write_json(directory / SPLIT_FILE, split.to_json())
         evaluator = Evaluator(
             run_dir=directory,
@@ -311,31 +240,10 @@ class Coevolution:
     def _seed_ids(self) -> list[str]:
         return [g for g in self.store.ids() if not self.store.info(g).parents]
 
-    def make_scientist(self) -> Scientist:
-        tasks = self.config.tasks
-        if tasks.scientist == "procedural":
-            from qd_llm.tasks.procedural import ProceduralScientist
-
-            return ProceduralScientist(
-                families=tasks.families or None, num_instances=tasks.instances_per_task
-            )
-        from qd_llm.inference.openai_client import OpenAIChatClient
-        from qd_llm.tasks.llm_scientist import LLMScientist
-
-        return LLMScientist(client=OpenAIChatClient())
-
-    def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
-        if self._backend is not None:
-            self._backend.close()
-
     # --- state ---------------------------------------------------------------------
 
     def _fresh_state(self) -> None:
         c = self.config
-        random.seed(c.seed)
-        torch.manual_seed(c.seed)
         self.rng = np.random.default_rng(c.seed)
         self.tasks = TaskArchive(
             embedder=self.embedder,
@@ -363,9 +271,7 @@ class Coevolution:
             "niche": self.niche.state_dict(),
             "bandit": self.bandit.state_dict(),
             "rng": generator_state(self.rng),
-            "python_random": python_random_state(),
-            "torch_random": torch.get_rng_state().numpy(),
-            "heldout_logs": log_sizes(self.run.path / HELDOUT_DIR),
+            "heldout_logs": log_sizes(self.run_dir.path / HELDOUT_DIR),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -373,66 +279,95 @@ class Coevolution:
         self.generation = int(state["generation"])
         self.population = [str(genome_id) for genome_id in state["population"]]
         self.tasks = TaskArchive.from_state_dict(
-            state["task_archive"], embedder=self.embedder, tasks_root=self.run.tasks_dir
+            state["task_archive"], embedder=self.embedder, tasks_root=self.run_dir.tasks_dir
         )
         self.niche = NicheMap.from_state_dict(state["niche"])
         # The emitters serve the niche map's archive, as in a fresh run.
         self.bandit = OperatorBandit.from_state_dict(state["bandit"], archive=self.niche.archive)
         self.rng = generator_from_state(state["rng"])
-        set_python_random_state(state["python_random"])
-        torch_random = np.asarray(state["torch_random"])
-        if torch_random.dtype != np.uint8:
-            raise ValueError(f"torch RNG state has dtype {torch_random.dtype}, not uint8")
-        torch.set_rng_state(torch.from_numpy(torch_random.copy()))
 
     # --- the loop ------------------------------------------------------------------
 
-    def run_generations(self) -> None:
-        """Runs (or resumes) the loop up to ``population.generations``."""
-        checkpoint = self.run.read_checkpoint()
+    @property
+    def done(self) -> bool:
+        """True once ``population.generations`` generations have run."""
+        return self._started and self.generation >= self.config.population.generations
+
+    def start(self) -> None:
+        """Starts a fresh run, or resumes from the run directory's checkpoint.
+
+        Called by :meth:`step` and :meth:`run` when needed; calling it again
+        does nothing.
+        """
+        if self._started:
+            return
+        checkpoint = self.run_dir.read_checkpoint()
         self._fresh_state()
         if checkpoint is not None:
-            with self.run.restoring_state():
+            with self.run_dir.restoring_state():
                 self.load_state_dict(checkpoint.state)
-            logger.info("resuming %s after generation %d", self.run.path, self.generation)
+            logger.info("resuming %s after generation %d", self.run_dir.path, self.generation)
         # Only now, with the checkpoint known good, drop what a cut-short generation wrote.
-        self.run.cut_back(checkpoint)
+        self.run_dir.cut_back(checkpoint)
         cut_back_logs(
-            self.run.path / HELDOUT_DIR,
+            self.run_dir.path / HELDOUT_DIR,
             checkpoint.state.get("heldout_logs", {}) if checkpoint else {},
         )
         self._clean_up_interrupted_writes()
         if checkpoint is not None and self.config.genomes.keeps_only_live_weights():
             # The kill may have come between the checkpoint and its drop.
             self._drop_dead_weights()
-        total = self.config.population.generations
+        self._started = True
+
+    def step(self) -> dict:
+        """Runs the next generation, logs its metrics row and checkpoints it.
+
+        Returns:
+            The generation's metrics row (as appended to ``metrics.jsonl``).
+
+        Raises:
+            QdLlmError: Every generation has already run.
+        """
+        self.start()
+        if self.done:
+            raise QdLlmError(
+                f"{self.run_dir.path} has run all {self.config.population.generations} generations"
+            )
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if self.generation < 0:
+            row = self._generation_zero(timings)
+        else:
+            row = self._generation(self.generation + 1, timings)
+        self.generation = row["generation"]
+        if self._heldout_due(self.generation):
+            t = time.perf_counter()
+            row["heldout"] = self._evaluate_heldout()
+            timings["heldout"] = time.perf_counter() - t
+        row["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        self.run_dir.append_metrics(row)
+        faults.maybe_kill("loop.metrics_appended")
+        self.run_dir.save_checkpoint(self.generation, self.state_dict())
+        faults.maybe_kill("loop.checkpoint_saved")
+        if self.config.genomes.keeps_only_live_weights():
+            self._drop_dead_weights()
+            faults.maybe_kill("loop.weights_dropped")
+        return row
+
+    def run(self) -> None:
+        """Runs (or resumes) the loop up to ``population.generations``, with a
+        progress bar, and draws the niche-map heatmap at the end (``heatmap``)."""
+        self.start()
         bar = None
         if self.config.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total + 1, initial=self.generation + 1, desc="generations")
+            total = self.config.population.generations + 1
+            bar = tqdm(total=total, initial=self.generation + 1, desc="generations")
         try:
-            while self.generation < total:
-                start = time.perf_counter()
-                timings: dict[str, float] = {}
-                if self.generation < 0:
-                    row = self._generation_zero(timings)
-                else:
-                    row = self._generation(self.generation + 1, timings)
-                self.generation = row["generation"]
-                if self._heldout_due(self.generation):
-                    t = time.perf_counter()
-                    row["heldout"] = self._evaluate_heldout()
-                    timings["heldout"] = time.perf_counter() - t
-                row["timings"] = {k: round(v, 3) for k, v in timings.items()}
-                row["seconds"] = round(time.perf_counter() - start, 3)
-                self.run.append_metrics(row)
-                faults.maybe_kill("loop.metrics_appended")
-                self.run.save_checkpoint(self.generation, self.state_dict())
-                faults.maybe_kill("loop.checkpoint_saved")
-                if self.config.genomes.keeps_only_live_weights():
-                    self._drop_dead_weights()
-                    faults.maybe_kill("loop.weights_dropped")
+            while not self.done:
+                row = self.step()
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(tasks=row["num_tasks"], best=f"{row['best_fitness']:.2f}")
@@ -444,7 +379,7 @@ class Coevolution:
 
             figure = niche_map_figure(self.niche, generation=self.generation)
             if figure is not None:
-                save_figure(figure, self.run.figures_dir / "niche_map.png")
+                save_figure(figure, self.run_dir.figures_dir / "niche_map.png")
 
     def _clean_up_interrupted_writes(self) -> None:
         """Removes what a killed process left half-written in the run directory.
@@ -457,10 +392,10 @@ class Coevolution:
         with the same names and content.
         """
         for folder in (
-            self.run.path,
-            self.run.genomes_dir,
-            self.run.tasks_dir,
-            self.run.path / INSTANCES_DIR,
+            self.run_dir.path,
+            self.run_dir.genomes_dir,
+            self.run_dir.tasks_dir,
+            self.run_dir.path / INSTANCES_DIR,
         ):
             atomic.remove_leftovers(folder)
         self.store.finish_interrupted_drops()
@@ -524,7 +459,7 @@ class Coevolution:
     def _generation_zero(self, timings: dict) -> dict:
         c = self.config
         t = time.perf_counter()
-        scientist = self.make_scientist()
+        scientist = self.scientist
         for _ in range(c.tasks.initial_tasks):
             request = TaskRequest(
                 operation="initial",
@@ -672,7 +607,7 @@ class Coevolution:
             The task if it was accepted into the pool, else None.
         """
         try:
-            task = scientist.propose(request, self.run.tasks_dir)
+            task = scientist.propose(request, self.run_dir.tasks_dir)
         except TaskRejected as e:
             logger.debug("scientist declined %s: %s", request.operation, e)
             return None
@@ -690,7 +625,7 @@ class Coevolution:
         stats = {"attempts": c.new_task_attempts, "declined": 0, "accepted": 0}
         stats |= {"easier": 0, "harder": 0, "novel": 0, "replaced": 0, "restored": 0}
         stats["dropped"] = 0
-        scientist = self.make_scientist()
+        scientist = self.scientist
         draws = self.rng.choice(
             len(active), c.new_task_attempts, replace=c.new_task_attempts > len(active)
         )

@@ -19,6 +19,8 @@ in the report and in a paper. :func:`write_figures` writes them all to
 ``pass_matrix.png``               who solves what: final population and seeds
                                   × held-out tasks (else the final active tasks)
 ================================  ============================================
+
+``qd-llm coverage`` adds ``coverage_<set>.png`` (:func:`coverage_figure`).
 """
 
 import io
@@ -170,6 +172,30 @@ def heldout_figure(metrics: Sequence[dict]) -> Figure | None:
         fontsize="medium",
     )
     ax.legend(loc="best", frameon=False, fontsize="small", ncol=len(styles))
+    return fig
+
+
+def coverage_figure(report: dict) -> Figure:
+    """Test coverage@N curves of every method and baseline in a
+    :func:`~qd_llm.evaluation.coverage.coverage_report`."""
+    fig, ax = new_figure()
+    sizes = np.arange(1, report["max_n"] + 1)
+    styles = {"control": "--", "seeds": ":"}
+    for name, curve in report["coverage_at_n"].items():
+        values = np.array([np.nan if v is None else v for v in curve], dtype=np.float64)
+        ax.plot(
+            sizes, values, marker="o", markersize=4, linestyle=styles.get(name, "-"), label=name
+        )
+    ax.set_xlabel("taskforce size N (genomes)")
+    ax.set_ylabel("test coverage@N (fraction of test tasks solved by any member)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(sizes)
+    ax.grid(alpha=0.3)
+    ax.set_title(
+        f"Coverage on {report['taskset']}: chosen on {report['num_val']} val, "
+        f"scored on {report['num_test']} test tasks"
+    )
+    ax.legend(loc="best", frameon=False)
     return fig
 
 

@@ -2,11 +2,8 @@
 
 A numpy :class:`~numpy.random.Generator`'s state is its bit generator's
 ``state`` dict (PCG64: two 128-bit integers, which JSON holds exactly as
-Python ints); Python's :mod:`random` state is its version, 625 words and the
-cached Gaussian. Restoring either continues the stream exactly where it was.
+Python ints). Restoring it continues the stream exactly where it was.
 """
-
-import random
 
 import numpy as np
 
@@ -26,19 +23,3 @@ def generator_from_state(state: dict) -> np.random.Generator:
     # PCG64 checks the bit generator's name and the fields' types itself.
     rng.bit_generator.state = state
     return rng
-
-
-def python_random_state() -> list:
-    """The state of Python's global :mod:`random` generator, as ``[version, words, gauss]``."""
-    version, words, gauss = random.getstate()
-    return [version, list(words), gauss]
-
-
-def set_python_random_state(state: list) -> None:
-    """Restores Python's global :mod:`random` generator from :func:`python_random_state`.
-
-    Raises:
-        ValueError: ``state`` is not such a state.
-    """
-    version, words, gauss = state
-    random.setstate((version, tuple(words), gauss))

@@ -63,7 +63,7 @@ def _execute(config, run: RunDir) -> int:
 
     loop = Coevolution(config, run)
     try:
-        loop.run_generations()
+        loop.run()
     except OSError as e:
         if e.errno not in STORAGE_ERRNOS:
             raise

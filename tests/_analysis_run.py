@@ -56,7 +56,7 @@ def tiny_run() -> Path:
     run = RunDir.create(root / "run", config.to_dict())
     loop = Coevolution(config, run)
     try:
-        loop.run_generations()
+        loop.run()
     finally:
         loop.close()
     if reuse:

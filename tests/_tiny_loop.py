@@ -43,7 +43,7 @@ def run_tiny_loop(root: Path, name: str, overrides: Sequence[str] = ()) -> RunDi
     run = RunDir.create(root / name, config.to_dict())
     loop = Coevolution(config, run)
     try:
-        loop.run_generations()
+        loop.run()
     finally:
         loop.close()
     return run

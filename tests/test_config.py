@@ -85,7 +85,7 @@ def test_unknown_preset_and_malformed_override():
 
 
 def test_backend_and_executor_shorthands_and_backend_arguments():
-    from qd_llm.loop import backend_kwargs
+    from qd_llm.components import backend_kwargs
 
     c = load_config(overrides=["backend=vllm", "executor=ray", "genomes.rank=24"])
     assert (c.inference.backend, c.inference.executor) == ("vllm", "ray")

@@ -404,40 +404,9 @@ def coverage_report(
     }
 
 
-def coverage_figure(report: dict):
-    """coverage@N curves of every method and baseline (a matplotlib Figure)."""
-    from qd_llm.plots import new_figure
-
-    fig, ax = new_figure()
-    sizes = np.arange(1, report["max_n"] + 1)
-    styles = {"control": "--", "seeds": ":"}
-    for name, curve in report["coverage_at_n"].items():
-        values = np.array([np.nan if v is None else v for v in curve], dtype=np.float64)
-        ax.plot(
-            sizes, values, marker="o", markersize=4, linestyle=styles.get(name, "-"), label=name
-        )
-    ax.set_xlabel("taskforce size N (genomes)")
-    ax.set_ylabel("test coverage@N (fraction of test tasks solved by any member)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xticks(sizes)
-    ax.grid(alpha=0.3)
-    ax.set_title(
-        f"Coverage on {report['taskset']}: chosen on {report['num_val']} val, "
-        f"scored on {report['num_test']} test tasks"
-    )
-    ax.legend(loc="best", frameon=False)
-    return fig
-
-
-def write_report_files(run_dir: str | Path, report: dict) -> tuple[Path, Path]:
-    """Writes ``RUN/coverage/<key>/result.json`` and ``RUN/figures/coverage_<name>.png``."""
-    from qd_llm.plots import save_figure
-
-    run_dir = Path(run_dir)
+def write_result(run_dir: str | Path, report: dict) -> Path:
+    """Writes ``report`` to ``RUN/coverage/<set key>/result.json`` (atomically)."""
     key = f"{report['taskset']}-{report['digest']}"
-    result = run_dir / COVERAGE_DIR / key / RESULT_FILE
+    result = Path(run_dir) / COVERAGE_DIR / key / RESULT_FILE
     atomic.write_text(result, json.dumps(report, indent=2) + "\n")
-    figure = save_figure(
-        coverage_figure(report), run_dir / "figures" / f"coverage_{report['taskset']}.png"
-    )
-    return result, figure
+    return result

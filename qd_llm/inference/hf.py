@@ -137,13 +137,21 @@ class HFBackend(Backend):
         folder = Path(folder)
         if not (folder / "adapter_config.json").exists():
             raise QdLlmError(f"{folder} is not a PEFT adapter folder")
-        if self.model is self.base:
-            self.model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
-        else:
-            self.model.load_adapter(str(folder), adapter_name=name)
+        # PEFT initialises the new LoRA layers at random before loading the
+        # weights; that draw must not move the caller's torch generator.
+        with self._private_rng():
+            if self.model is self.base:
+                self.model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
+            else:
+                self.model.load_adapter(str(folder), adapter_name=name)
         self.model.eval()
         size_mb = (folder / "adapter_model.safetensors").stat().st_size / 2**20
         self._loaded[name] = size_mb
+
+    def _private_rng(self):
+        """A context in which torch's global generators may be used and are
+        restored afterwards (CPU, plus every CUDA device when on CUDA)."""
+        return torch.random.fork_rng(devices=[] if self.device == "cpu" else None)
 
     def _evict(self, *, pinned: set[str]) -> None:
         """Deletes least recently used adapters, never those of the current batch."""
@@ -269,7 +277,6 @@ class HFBackend(Backend):
         )
         if config.temperature > 0:
             kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
-            torch.manual_seed(seed)
         else:
             # Neutralise sampling defaults from generation_config (no warnings, pure greedy).
             kwargs.update(temperature=None, top_p=None, top_k=None)
@@ -277,7 +284,9 @@ class HFBackend(Backend):
             kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
         if self.model is not self.base:
             kwargs["adapter_names"] = [r.genome_id or BASE_ADAPTER for r in requests]
-        out = self.model.generate(**enc, **kwargs)
+        with self._private_rng():
+            torch.manual_seed(seed)  # sampling draws from a stream fixed by the batch's seed
+            out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [truncate_at_stop(t, config.stop).strip() for t in decoded]

@@ -14,10 +14,11 @@ from qd_llm.evaluation.coverage import (
     coverage_report,
     evaluate_task_set,
     load_task_set,
-    write_report_files,
+    write_result,
 )
 from qd_llm.evaluation.heldout import split_tasks
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
+from qd_llm.plots import coverage_figure, save_figure
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
 
 # Every test here evaluates a copy of the shared tiny run, built by a whole loop run.
@@ -132,7 +133,8 @@ def test_report_chooses_on_validation_and_scores_on_test(data, run):
             if g not in members[:k]
         }
         assert gains[member] == pytest.approx(max(gains.values()))
-    result, figure = write_report_files(run, report)
+    result = write_result(run, report)
+    figure = save_figure(coverage_figure(report), run / "figures" / "coverage.png")
     assert json.loads(result.read_text())["coverage_at_n"] == json.loads(json.dumps(curves))
     with Image.open(figure) as image:
         assert image.size == (960, 720)

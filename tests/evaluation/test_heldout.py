@@ -109,7 +109,7 @@ def _run_with_heldout(root: Path, name: str) -> RunDir:
     run = RunDir.create(root / name, config.to_dict())
     loop = Coevolution(config, run)
     try:
-        loop.run_generations()
+        loop.run()
     finally:
         loop.close()
     return run
