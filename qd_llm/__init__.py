@@ -17,10 +17,10 @@ never imports torch. Example (a short run, then its niche elites)::
 
 Layers, lowest first (enforced by ``lint-imports``, see ``pyproject.toml``):
 weights and the genome store (:mod:`qd_llm.models`), run files
-(:mod:`qd_llm.runs`); :mod:`qd_llm.operators`; :mod:`qd_llm.qd` and
-:mod:`qd_llm.config`; :mod:`qd_llm.inference` and :mod:`qd_llm.tasks`;
-:mod:`qd_llm.seeding` and :mod:`qd_llm.snapshot`; :mod:`qd_llm.evaluation`;
-plots, report and export; the loop (:mod:`qd_llm.loop`); the command line.
+(:mod:`qd_llm.runs`); :mod:`qd_llm.operators`; :mod:`qd_llm.inference`,
+:mod:`qd_llm.tasks` and :mod:`qd_llm.qd`; :mod:`qd_llm.seeding`,
+:mod:`qd_llm.snapshot` and :mod:`qd_llm.config`; :mod:`qd_llm.evaluation`;
+the loop (:mod:`qd_llm.loop`); plots, report and export; the command line.
 """
 
 from qd_llm._lazy import lazy_exports
