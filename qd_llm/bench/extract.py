@@ -4,7 +4,7 @@ A synthetic fine-tune of the base model is written to a temporary folder: every
 targeted projection gets ``ΔW = B₀ diag(σ) A₀ + noise`` (a decaying rank-``signal
 rank`` spectrum, as fine-tuning updates have, on a full-rank Gaussian floor).
 Only the targeted projections (of the first ``--layers``) are written — all that
-:func:`~qd_llm.models.full_weights.extract_lora_from_checkpoint` reads of a
+:func:`~qd_llm.operators.task_vectors.extract_lora_from_checkpoint` reads of a
 fine-tune. Both extractions run on the same folder; ``ratio`` is exact / fast
 wall time. Per projection, ``error_ratio`` is ``‖ΔW − B A‖_F / ‖ΔW − ΔW_r‖_F``
 (1 is the Eckart–Young optimum, given by the exact side) and
@@ -70,13 +70,9 @@ def _layer_index(module: str) -> int:
 
 
 def run(args) -> dict:
-    from qd_llm.models.full_weights import (
-        Checkpoint,
-        checkpoint_linear_shapes,
-        extract_lora_from_checkpoint,
-        write_checkpoint,
-    )
+    from qd_llm.models.full_weights import Checkpoint, checkpoint_linear_shapes, write_checkpoint
     from qd_llm.models.resolve import resolve_base_model
+    from qd_llm.operators.task_vectors import extract_lora_from_checkpoint
 
     base_folder = resolve_base_model(args.base_model)
     shapes = checkpoint_linear_shapes(base_folder, args.target_modules)

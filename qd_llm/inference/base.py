@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from qd_llm.models.full_weights import is_full_checkpoint
+from qd_llm.models.forms import is_full_checkpoint
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,6 +74,12 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Releases engines, processes and memory."""
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cuts ``text`` at the earliest stop string (the stop string is dropped)."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
 
 
 def group_by_weights(requests: Sequence[GenerationRequest]) -> list[tuple[Path | None, list[int]]]:

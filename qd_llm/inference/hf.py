@@ -35,6 +35,7 @@ from qd_llm.inference.base import (
     GenerationConfig,
     GenerationRequest,
     group_by_weights,
+    truncate_at_stop,
 )
 from qd_llm.models.full_weights import Checkpoint
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
@@ -74,12 +75,6 @@ def chat_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> str
     if tokenizer.chat_template is None:
         return prompt
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cuts ``text`` at the earliest stop string (the stop string is dropped)."""
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
 
 
 class HFBackend(Backend):

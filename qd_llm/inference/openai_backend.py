@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
-from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
-from qd_llm.inference.hf import truncate_at_stop
+from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest, truncate_at_stop
 from qd_llm.inference.openai_client import OpenAIChatClient
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL
 
@@ -76,6 +75,7 @@ class OpenAIBackend(Backend):
 
     @property
     def base_url(self) -> str:
+        """The server's OpenAI-compatible API root, normalised (a bare host gets ``/v1``)."""
         return self._template.base_url
 
     def _client(self, model: str) -> OpenAIChatClient:

@@ -54,8 +54,9 @@ from qd_llm.inference.base import (
     GenerationConfig,
     GenerationRequest,
     group_by_weights,
+    truncate_at_stop,
 )
-from qd_llm.inference.hf import chat_prompt, truncate_at_stop
+from qd_llm.inference.hf import chat_prompt
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)

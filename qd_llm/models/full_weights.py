@@ -15,10 +15,14 @@ name order — the order :func:`checkpoint_tensors` yields, which operators on
 task vectors preserve — and the content hash :func:`write_checkpoint` returns
 is therefore :func:`content_hash` of the same tensors as one state dict.
 
+A task vector ``δ = θ − θ_base`` (:func:`task_vector`) is such a stream too;
+the operators (:mod:`qd_llm.operators.task_vectors`) merge task vectors and
+extract LoRA factors from them.
+
 Example:
-    >>> merged = merged_lora_tensors(base_folder, adapter_folder)
-    >>> genome_id = write_checkpoint(merged, out_folder, config_from=base_folder)
-    >>> lora = extract_lora_from_checkpoint(out_folder, base_folder=base_folder, rank=8)
+    >>> base = Checkpoint(base_folder)
+    >>> genome_id = write_checkpoint(checkpoint_tensors(folder), out, config_from=base_folder)
+    >>> delta = dict(task_vector(checkpoint_tensors(out), base))
 """
 
 import hashlib
@@ -33,12 +37,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from qd_llm.errors import QdLlmError
-from qd_llm.models.lora import DEFAULT_TARGET_MODULES, LoraFactors
-from qd_llm.operators.task_vectors import NamedTensors, extract_lora, task_vector
+from qd_llm.models.forms import CONFIG_FILE
+from qd_llm.models.lora import DEFAULT_TARGET_MODULES
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-CONFIG_FILE = "config.json"
 _OPTIONAL_CONFIG_FILES = ("generation_config.json",)
 #: Shards stay below this size (a larger single tensor gets a shard of its own).
 DEFAULT_MAX_SHARD_BYTES = 256 * 2**20
@@ -56,17 +59,42 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+#: ``(parameter name, tensor)`` pairs in name order, or a mapping of them.
+NamedTensors = Iterable[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor]
+
+
+def named_tensor_pairs(tensors: NamedTensors) -> Iterator[tuple[str, torch.Tensor]]:
+    """The ``(name, tensor)`` pairs of a stream or mapping, in its own order."""
+    return iter(tensors.items()) if isinstance(tensors, Mapping) else iter(tensors)
+
+
+def task_vector(
+    finetuned: NamedTensors, base: Mapping[str, torch.Tensor]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Streams ``θ − θ_base`` for every parameter of ``finetuned``.
+
+    Args:
+        finetuned: ``(name, θ)`` pairs (or a mapping), each of any shape.
+        base: The base model's tensors by name (e.g. a :class:`Checkpoint`).
+
+    Yields:
+        ``(name, θ − θ_base)`` pairs, each of its parameter's shape, in
+        ``finetuned``'s dtype.
+
+    Raises:
+        QdLlmError: A parameter is missing from ``base`` or has another shape.
+    """
+    for name, tensor in named_tensor_pairs(finetuned):
+        if name not in base or base[name].shape != tensor.shape:
+            raise QdLlmError(f"parameter {name} is missing from the base or has another shape")
+        yield name, tensor - base[name].to(tensor.dtype)
+
+
 class TensorSpec(NamedTuple):
     """Shape and dtype of one stored tensor, read from a file header."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
-
-
-def is_full_checkpoint(folder: str | Path) -> bool:
-    """Whether ``folder`` holds full model weights rather than a PEFT adapter."""
-    folder = Path(folder)
-    return not (folder / "adapter_config.json").exists() and (folder / CONFIG_FILE).exists()
 
 
 def update_content_hash(digest, name: str, tensor: torch.Tensor) -> None:
@@ -269,38 +297,6 @@ def _name_shards(folder: Path, shard_names: list[list[str]], total_bytes: int) -
     (folder / INDEX_FILE).write_text(json.dumps(index_json, indent=2) + "\n")
 
 
-def merged_lora_tensors(
-    base_folder: str | Path, adapter_folder: str | Path
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Streams ``θ_base + B @ A`` (LoRA scale folded in) for every base tensor.
-
-    Tensors the adapter does not target pass through unchanged; merged ones
-    keep the base tensor's dtype (the sum runs in float32).
-
-    Args:
-        base_folder: The base model checkpoint.
-        adapter_folder: A PEFT LoRA adapter of that base model.
-
-    Raises:
-        QdLlmError: The adapter targets a module the base checkpoint lacks, or
-            an update's shape differs from the base weight's.
-    """
-    # Imported here: genome builds on this module.
-    from qd_llm.models.genome import load_adapter_weights
-
-    base = Checkpoint(base_folder)
-    weights = load_adapter_weights(adapter_folder)
-    layout = base.layout()
-    for module, factors in weights.items():
-        check_tensor(f"{module}.weight", factors.shape, layout)
-    for name in base:
-        tensor = base[name]
-        factors = weights.get(name.removesuffix(".weight"))
-        if factors is not None and name.endswith(".weight"):
-            tensor = (tensor.float() + factors.B @ factors.A).to(tensor.dtype)
-        yield name, tensor
-
-
 def checkpoint_linear_shapes(
     folder: str | Path, target_modules: Iterable[str] = DEFAULT_TARGET_MODULES
 ) -> dict[str, tuple[int, int]]:
@@ -324,48 +320,3 @@ def checkpoint_linear_shapes(
     if not shapes:
         raise QdLlmError(f"{folder} has no 2-D weights of modules {sorted(targets)}")
     return shapes
-
-
-def extract_lora_from_checkpoint(
-    folder: str | Path,
-    *,
-    base_folder: str | Path,
-    rank: int,
-    target_modules: Iterable[str] | None = None,
-    exact: bool = False,
-) -> dict[str, LoraFactors]:
-    """LoRA factors approximating a full checkpoint's update of each linear projection.
-
-    Each targeted 2-D weight's task vector ``θ − θ_base`` is truncated to rank
-    ``rank`` by SVD (:func:`~qd_llm.operators.task_vectors.extract_lora`):
-    randomized by default (SmolLM2's 210 projections in seconds, Frobenius
-    error within ~1 % of the optimum), exact on request.
-    Module names are those of :func:`qd_llm.models.lora.linear_shapes`
-    (``model.layers.0.self_attn.q_proj``), so the result can be stored with
-    :meth:`~qd_llm.models.genome.GenomeStore.save` and loaded by PEFT.
-    Embeddings and norms are not projections and are skipped.
-
-    Args:
-        folder: The fine-tuned checkpoint.
-        base_folder: The base model checkpoint it was tuned from.
-        rank: LoRA rank of every layer.
-        target_modules: Leaf module names to extract; default the attention
-            and MLP projections (:data:`~qd_llm.models.lora.DEFAULT_TARGET_MODULES`).
-        exact: Use the exact float64 SVD (the best rank-``rank`` factors, tens
-            of times slower).
-
-    Returns:
-        ``{module: factors}`` with ``B`` ``(out, rank)`` and ``A`` ``(rank, in)``, float32.
-
-    Raises:
-        QdLlmError: No targeted projection is in the checkpoint, or it does not
-            match the base.
-    """
-    modules = checkpoint_linear_shapes(folder, target_modules or DEFAULT_TARGET_MODULES)
-    checkpoint = Checkpoint(folder)
-    names = [f"{module}.weight" for module in sorted(modules)]
-    deltas = task_vector(((name, checkpoint[name]) for name in names), Checkpoint(base_folder))
-    return {
-        name.removesuffix(".weight"): extract_lora(delta, rank, exact=exact)
-        for name, delta in deltas
-    }

@@ -23,7 +23,8 @@ live side by side in one store (``GenomeInfo.form``):
 
   Full genomes keep the base checkpoint's dtype (the store's ``dtype`` applies
   to LoRA factors only) and are bred as task vectors ``θ − θ_base``
-  (:meth:`GenomeStore.breed_full`); they cost a model's size on disk each.
+  (:func:`qd_llm.operators.task_vectors.breed_full`); they cost a model's size
+  on disk each.
 
 The id is a content hash of the weights: breeding the same child twice yields
 the same id and the store keeps one copy.
@@ -43,25 +44,23 @@ from safetensors.torch import load_file, save_file
 
 from qd_llm import atomic, faults
 from qd_llm.errors import QdLlmError
+from qd_llm.models.forms import ADAPTER_CONFIG, is_full_checkpoint
 from qd_llm.models.full_weights import (
     Checkpoint,
+    NamedTensors,
     TensorSpec,
     check_complete,
     check_layout,
     check_tensor,
     checkpoint_tensors,
     content_hash,
-    is_full_checkpoint,
-    merged_lora_tensors,
     write_checkpoint,
 )
 from qd_llm.models.lora import LoraFactors, LoraWeights, max_rank, pad_rank
 from qd_llm.models.resolve import resolve_base_model
-from qd_llm.operators.task_vectors import NamedTensors, apply_to_task_vectors, task_vector
 
 GENOME_JSON = "genome.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
 _PEFT_PREFIX = "base_model.model."
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -96,12 +95,14 @@ class GenomeInfo:
     name: str = ""
 
     def to_json(self) -> dict:
+        """The record as ``genome.json`` holds it (parents as a list)."""
         d = dataclasses.asdict(self)
         d["parents"] = list(self.parents)
         return d
 
     @classmethod
     def from_json(cls, obj: dict) -> "GenomeInfo":
+        """Reads a ``genome.json`` record; keys this version does not know are ignored."""
         fields = {f.name for f in dataclasses.fields(cls)}
         obj = {k: v for k, v in obj.items() if k in fields}
         obj["parents"] = tuple(obj.get("parents", ()))
@@ -436,52 +437,6 @@ class GenomeStore:
         """
         return self.save_full(merged_lora_tensors(self.base_folder, adapter_folder), **kwargs)
 
-    def breed_full(
-        self,
-        operator: str,
-        parent_ids: Sequence[str],
-        *,
-        generator: int,
-        generation: int = 0,
-        **params,
-    ) -> GenomeInfo:
-        """Breeds a full-weight child from full-weight parents as task vectors.
-
-        Streams ``δ_i = θ_i − θ_base`` of every parent through the operator
-        (:func:`~qd_llm.operators.task_vectors.apply_to_task_vectors`) and
-        stores ``θ_base + δ_child``, one tensor of each parent at a time.
-
-        Args:
-            operator: Registered operator name (``linear``, ``ties``...).
-            parent_ids: Full-weight parent genomes, in the operator's order.
-            generator: Seed of the operator's random draws; recorded as
-                ``params["seed"]`` like the LoRA loop does.
-            generation: The loop generation the child is born in.
-            **params: The operator's hyper-parameters.
-
-        Raises:
-            QdLlmError: A parent is not a full-weight genome, the seed is not an
-                int, or the operator rejects its parameters.
-        """
-        if isinstance(generator, bool) or not isinstance(generator, int):
-            raise QdLlmError(f"breed_full needs an int seed as generator, got {generator!r}")
-        for parent in parent_ids:
-            if not self.is_full(parent):
-                raise QdLlmError(
-                    f"genome {parent} is a LoRA genome; breed_full needs full-weight parents "
-                    f"(store it with merge_adapter first)"
-                )
-        base = Checkpoint(self.base_folder)
-        deltas = [task_vector(checkpoint_tensors(self.path(p)), base) for p in parent_ids]
-        child = apply_to_task_vectors(operator, deltas, generator=generator, **params)
-        return self.save_full(
-            ((name, base[name] + delta) for name, delta in child),
-            parents=parent_ids,
-            operator=operator,
-            params={**params, "seed": generator},
-            generation=generation,
-        )
-
 
 def _write_info(folder: Path, info: GenomeInfo) -> None:
     (folder / GENOME_JSON).write_text(json.dumps(info.to_json(), indent=2) + "\n")
@@ -510,3 +465,32 @@ def load_adapter_weights(folder: str | Path) -> dict[str, LoraFactors]:
     state = load_file(str(weights_file))
     state = {k.replace(".default.", "."): v for k, v in state.items()}
     return state_dict_to_weights(state, scale=scale)
+
+
+def merged_lora_tensors(
+    base_folder: str | Path, adapter_folder: str | Path
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Streams ``θ_base + B @ A`` (LoRA scale folded in) for every base tensor.
+
+    Tensors the adapter does not target pass through unchanged; merged ones
+    keep the base tensor's dtype (the sum runs in float32).
+
+    Args:
+        base_folder: The base model checkpoint.
+        adapter_folder: A PEFT LoRA adapter of that base model.
+
+    Raises:
+        QdLlmError: The adapter targets a module the base checkpoint lacks, or
+            an update's shape differs from the base weight's.
+    """
+    base = Checkpoint(base_folder)
+    weights = load_adapter_weights(adapter_folder)
+    layout = base.layout()
+    for module, factors in weights.items():
+        check_tensor(f"{module}.weight", factors.shape, layout)
+    for name in base:
+        tensor = base[name]
+        factors = weights.get(name.removesuffix(".weight"))
+        if factors is not None and name.endswith(".weight"):
+            tensor = (tensor.float() + factors.B @ factors.A).to(tensor.dtype)
+        yield name, tensor

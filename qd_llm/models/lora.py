@@ -34,6 +34,7 @@ class LoraFactors:
 
     @property
     def rank(self) -> int:
+        """The LoRA rank ``r`` (rows of ``A``)."""
         return self.A.shape[0]
 
     @property
@@ -46,6 +47,7 @@ class LoraFactors:
         return self.B @ self.A
 
     def to(self, dtype: torch.dtype) -> "LoraFactors":
+        """Both factors cast to ``dtype``."""
         return LoraFactors(self.A.to(dtype), self.B.to(dtype))
 
 

@@ -69,11 +69,34 @@ class Operator:
     def apply_layer(
         self, layers: list[LoraFactors], *, rank: int, generator: torch.Generator, **params
     ) -> LoraFactors:
+        """One LoRA layer of the child from the same layer of every parent.
+
+        Args:
+            layers: One layer per parent: ``B_i`` ``(out, r_i)``, ``A_i`` ``(r_i, in)``
+                (a parent lacking the module gives a zero update of rank 1).
+            rank: The child's rank ``r``.
+            generator: The only source of randomness.
+            **params: The operator's hyper-parameters.
+
+        Returns:
+            The child's layer: ``B`` ``(out, rank)``, ``A`` ``(rank, in)``.
+        """
         raise NotImplementedError
 
     def apply_tensor(
         self, tensors: list[torch.Tensor], *, generator: torch.Generator, **params
     ) -> torch.Tensor:
+        """One dense tensor of the child from the same tensor of every parent.
+
+        Args:
+            tensors: One task-vector tensor ``θ_i − θ_base`` (or dense ``ΔW_i``)
+                per parent, all of one shape, float32.
+            generator: The only source of randomness.
+            **params: The operator's hyper-parameters.
+
+        Returns:
+            The child's tensor, of the parents' shape.
+        """
         raise NotImplementedError
 
     @classmethod
@@ -166,6 +189,7 @@ class ElementwiseOperator(Operator):
     def apply_layer(
         self, layers: list[LoraFactors], *, rank: int, generator: torch.Generator, **params
     ) -> LoraFactors:
+        """:meth:`apply_tensor` on each parent's dense ``ΔW_i``, truncated to ``rank``."""
         deltas = [f.B.to(COMPUTE_DTYPE) @ f.A.to(COMPUTE_DTYPE) for f in layers]
         return truncate_dense(self.apply_tensor(deltas, generator=generator, **params), rank)
 

@@ -49,7 +49,14 @@ class SkillDescriptors:
         return [(-1.0, 1.0)] * self.dims
 
     def fit(self, task_embeddings: np.ndarray) -> "SkillDescriptors":
-        """Fits the projection on the active task embeddings ``(T, D)``; returns self."""
+        """Fits the projection on the active tasks' embeddings; returns self.
+
+        Args:
+            task_embeddings: One embedding per task, shape ``(T, D)``.
+
+        Raises:
+            QdLlmError: ``task_embeddings`` is not a non-empty 2-D matrix.
+        """
         embeddings = np.asarray(task_embeddings, dtype=np.float64)
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise QdLlmError(

@@ -42,7 +42,14 @@ _CVT_SAMPLES = 20_000
 
 @dataclasses.dataclass(frozen=True)
 class Elite:
-    """One occupied cell of the niche map."""
+    """One occupied cell of the niche map.
+
+    Attributes:
+        genome_id: The elite genome.
+        fitness: Its fitness (mean skill over the active tasks).
+        descriptor: Its skill descriptor, shape ``(dims,)``, in ``[-1, 1]``.
+        cell: The archive cell index it occupies.
+    """
 
     genome_id: str
     fitness: float
@@ -117,6 +124,11 @@ class NicheMap:
 
     def insert(self, genome_ids: Sequence[str], skills: np.ndarray, fitness: np.ndarray) -> int:
         """Offers genomes to the map; each goes in if it beats its cell's elite.
+
+        Args:
+            genome_ids: ``N`` genome ids.
+            skills: Their skill matrix on the map's tasks, shape ``(N, T)``.
+            fitness: Their fitness, shape ``(N,)``.
 
         Returns:
             How many of them entered the map (new cell or improvement).

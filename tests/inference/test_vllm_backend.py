@@ -18,7 +18,7 @@ from qd_llm.inference.base import GenerationConfig, GenerationRequest
 from qd_llm.inference.vllm_backend import VLLMBackend
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import random_weights
-from qd_llm.models.seeds import BUILTIN_DIR, INDEX, seed_expert_folders
+from qd_llm.seeding.experts import BUILTIN_DIR, INDEX, seed_expert_folders
 
 pytestmark = pytest.mark.vllm
 

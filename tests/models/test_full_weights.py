@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from qd_llm.errors import QdLlmError
+from qd_llm.models.forms import is_full_checkpoint
 from qd_llm.models.full_weights import (
     INDEX_FILE,
     SINGLE_FILE,
@@ -15,12 +16,11 @@ from qd_llm.models.full_weights import (
     checkpoint_linear_shapes,
     checkpoint_tensors,
     content_hash,
-    extract_lora_from_checkpoint,
-    is_full_checkpoint,
     write_checkpoint,
 )
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import random_weights
+from qd_llm.operators.task_vectors import breed_full, extract_lora_from_checkpoint
 
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
 DOWN_PROJ = "model.layers.7.mlp.down_proj.weight"
@@ -143,7 +143,9 @@ def test_extract_lora_recovers_the_merged_update(store, lora_parents, full_paren
 
 def test_breed_full_linear_adds_weighted_task_vectors(store, full_parents, lora_parents):
     a, b = full_parents
-    child = store.breed_full("linear", [a.id, b.id], generator=3, generation=2, weights=[0.7, -0.4])
+    child = breed_full(
+        store, "linear", [a.id, b.id], generator=3, generation=2, weights=[0.7, -0.4]
+    )
     assert child.form == "full" and child.operator == "linear" and child.generation == 2
     assert child.parents == (a.id, b.id)
     assert child.params == {"weights": [0.7, -0.4], "seed": 3}
@@ -153,7 +155,7 @@ def test_breed_full_linear_adds_weighted_task_vectors(store, full_parents, lora_
         expected = base[name] + 0.7 * (pa[name] - base[name]) - 0.4 * (pb[name] - base[name])
         torch.testing.assert_close(out[name], expected, rtol=0, atol=1e-6)
     with pytest.raises(QdLlmError, match="LoRA genome"):
-        store.breed_full("linear", [a.id, lora_parents[0].id], generator=0)
+        breed_full(store, "linear", [a.id, lora_parents[0].id], generator=0)
 
 
 def test_import_checkpoint_rejects_a_mismatching_checkpoint_in_one_line(store, tmp_path):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from qd_llm.errors import QdLlmError
-from qd_llm.operators import apply_to_task_vectors, extract_lora, get_operator, task_vector
+from qd_llm.models.full_weights import task_vector
+from qd_llm.operators import apply_to_task_vectors, extract_lora, get_operator
 
 from ._adapters import assert_close, best_rank
 

@@ -3,23 +3,23 @@
 import pytest
 import torch
 
-from qd_llm.models import seeds
+from qd_llm import seeding
 
 
 def test_held_out_items_are_never_trained_on():
-    for skill in seeds.SEED_SKILLS:
-        train = {p for p, _ in seeds.skill_examples(skill, n=320, seed=0)}
-        held = seeds.held_out_instances(skill, n=30)
+    for skill in seeding.SEED_SKILLS:
+        train = {p for p, _ in seeding.skill_examples(skill, n=320, seed=0)}
+        held = seeding.held_out_instances(skill, n=30)
         assert len(held) >= 8
         assert not train & {d["prompt"] for d in held}
-        assert all(seeds.is_held_out(d["prompt"]) for d in held)
+        assert all(seeding.is_held_out(d["prompt"]) for d in held)
 
 
 def test_training_is_reproducible_from_a_seed():
-    skill = seeds.SEED_SKILLS[0]
-    config = seeds.TrainingConfig(steps=1, batch_size=2, seed=3)
-    a = seeds.train_seed_expert("smollm2-135m-instruct", skill, config)
-    b = seeds.train_seed_expert("smollm2-135m-instruct", skill, config)
+    skill = seeding.SEED_SKILLS[0]
+    config = seeding.TrainingConfig(steps=1, batch_size=2, seed=3)
+    a = seeding.train_seed_expert("smollm2-135m-instruct", skill, config)
+    b = seeding.train_seed_expert("smollm2-135m-instruct", skill, config)
     assert a.keys() == b.keys() and len(a) == 210
     for name in a:
         torch.testing.assert_close(a[name].delta(), b[name].delta(), rtol=0, atol=0)
@@ -29,23 +29,23 @@ def test_training_is_reproducible_from_a_seed():
 
 @pytest.fixture(scope="module")
 def builtin_experts():
-    return seeds.seed_expert_folders()
+    return seeding.seed_expert_folders()
 
 
 def test_builtin_experts_are_committed_for_every_skill(builtin_experts):
-    assert set(builtin_experts) == {s.name for s in seeds.SEED_SKILLS}
+    assert set(builtin_experts) == {s.name for s in seeding.SEED_SKILLS}
     for folder in builtin_experts.values():
         assert (folder / "adapter_model.safetensors").stat().st_size < 8e6
 
 
-@pytest.mark.parametrize("skill", seeds.SEED_SKILLS, ids=lambda s: s.name)
+@pytest.mark.parametrize("skill", seeding.SEED_SKILLS, ids=lambda s: s.name)
 def test_each_expert_is_the_best_on_its_own_skill(hf_backend, builtin_experts, skill):
-    items = seeds.held_out_instances(skill, n=30)
+    items = seeding.held_out_instances(skill, n=30)
     accuracy = {
-        name: seeds.skill_accuracy(hf_backend, items, adapter=folder)
+        name: seeding.skill_accuracy(hf_backend, items, adapter=folder)
         for name, folder in builtin_experts.items()
     }
-    base = seeds.skill_accuracy(hf_backend, items, adapter=None)
+    base = seeding.skill_accuracy(hf_backend, items, adapter=None)
     own = accuracy.pop(skill.name)
     assert own >= base + 0.1, (skill.name, base, own)
     assert own > max(accuracy.values()), (skill.name, own, accuracy)
