@@ -10,7 +10,7 @@ never imports torch. Example (a short run, then its niche elites)::
     run = qd_llm.RunDir.create("archives/short", config.to_dict())
     loop = qd_llm.Coevolution(config, run)
     try:
-        loop.run_generations()
+        loop.run()
     finally:
         loop.close()
     print([elite.genome_id for elite in qd_llm.RunSnapshot(run.path).elites()])
@@ -20,7 +20,8 @@ weights and the genome store (:mod:`qd_llm.models`), run files
 (:mod:`qd_llm.runs`); :mod:`qd_llm.operators`; :mod:`qd_llm.inference`,
 :mod:`qd_llm.tasks` and :mod:`qd_llm.qd`; :mod:`qd_llm.seeding`,
 :mod:`qd_llm.snapshot` and :mod:`qd_llm.config`; :mod:`qd_llm.evaluation`;
-the loop (:mod:`qd_llm.loop`); plots, report and export; the command line.
+:mod:`qd_llm.components` (builds a run's parts from its config); the loop
+(:mod:`qd_llm.loop`); plots, report and export; the command line.
 """
 
 from qd_llm._lazy import lazy_exports
@@ -36,8 +37,9 @@ _EXPORTS = {
     "read_config_file": "qd_llm.config",
     "RunDir": "qd_llm.runs",
     "RunSnapshot": "qd_llm.snapshot",
-    # The loop.
+    # The loop and the components it is built from.
     "Coevolution": "qd_llm.loop",
+    "components": "qd_llm.components",
     # Genomes.
     "GenomeInfo": "qd_llm.models.genome",
     "GenomeStore": "qd_llm.models.genome",
@@ -70,6 +72,8 @@ _EXPORTS = {
     "TaskRequest": "qd_llm.tasks.scientist",
     # Evaluation.
     "Evaluator": "qd_llm.evaluation.evaluate",
+    "HeldOutTracker": "qd_llm.evaluation.heldout",
+    "split_tasks": "qd_llm.evaluation.heldout",
     # Quality diversity: niche map, DNS, descriptors, emitters.
     "Elite": "qd_llm.qd.niche_map",
     "NicheMap": "qd_llm.qd.niche_map",

@@ -427,7 +427,7 @@ class RunConfig:
         embedder: Sentence embedder (the bundled ``all-minilm-l6-v2``, or a folder).
         out_dir: Where ``qd-llm run`` creates run directories.
         progress: Show progress bars.
-        heatmap: Draw the niche-map heatmap at the end of a run.
+        heatmap: Draw the niche-map heatmap when `qd-llm run` or `resume` ends.
         gibberish_filter: Exclude offspring whose completions are gibberish
             before selection: ``off`` (default, as in the reference),
             ``heuristic`` (no completion holds a word) or ``judge`` (a judge

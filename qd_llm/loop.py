@@ -357,7 +357,7 @@ class Coevolution:
 
     def run(self) -> None:
         """Runs (or resumes) the loop up to ``population.generations``, with a
-        progress bar, and draws the niche-map heatmap at the end (``heatmap``)."""
+        progress bar (``progress``)."""
         self.start()
         bar = None
         if self.config.progress:
@@ -374,12 +374,6 @@ class Coevolution:
         finally:
             if bar is not None:
                 bar.close()
-        if self.config.heatmap:
-            from qd_llm.plots import niche_map_figure, save_figure
-
-            figure = niche_map_figure(self.niche, generation=self.generation)
-            if figure is not None:
-                save_figure(figure, self.run_dir.figures_dir / "niche_map.png")
 
     def _clean_up_interrupted_writes(self) -> None:
         """Removes what a killed process left half-written in the run directory.

@@ -74,6 +74,12 @@ def _execute(config, run: RunDir) -> int:
         ) from None
     finally:
         loop.close()
+    if config.heatmap:
+        from qd_llm.plots import niche_map_figure, save_figure
+
+        figure = niche_map_figure(loop.niche, generation=loop.generation)
+        if figure is not None:
+            save_figure(figure, run.figures_dir / "niche_map.png")
     print(format_status(run))
     return 0
 
