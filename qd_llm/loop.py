@@ -58,6 +58,7 @@ from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
 from qd_llm.tasks.taskdir import TaskDir
+from qd_llm.trackers import Trackers
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +322,7 @@ class Coevolution:
         if checkpoint is not None and self.config.genomes.keeps_only_live_weights():
             # The kill may have come between the checkpoint and its drop.
             self._drop_dead_weights()
+        trackers = Trackers.for_run(self.config.tracking, self.run.path, self.config.to_dict())
         total = self.config.population.generations
         bar = None
         if self.config.progress:
@@ -339,6 +341,7 @@ class Coevolution:
                 row["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 self.run.append_metrics(row)
+                trackers.log(row)
                 faults.maybe_kill("loop.metrics_appended")
                 self.run.save_checkpoint(self.generation, self.state_dict())
                 faults.maybe_kill("loop.checkpoint_saved")
@@ -349,6 +352,7 @@ class Coevolution:
                     bar.update(1)
                     bar.set_postfix(tasks=row["num_tasks"], best=f"{row['best_fitness']:.2f}")
         finally:
+            trackers.close()
             if bar is not None:
                 bar.close()
         if self.config.heatmap:
