@@ -23,8 +23,9 @@ def _cell(value) -> str:
 def table(result: dict, max_n: int) -> str:
     sizes = range(1, min(max_n, result["max_n"]) + 1)
     lines = [
-        f"### {result['taskset']} ({result['num_tasks']} tasks, {result['num_genomes']} genomes, "
-        f"{result['control_samples']} control samples)",
+        f"### {result['taskset']}: test coverage, chosen on {result.get('num_val', '?')} "
+        f"validation and scored on {result.get('num_test', '?')} test tasks "
+        f"({result['num_genomes']} genomes, {result['control_samples']} control samples)",
         "",
         "| method | "
         + " | ".join(f"coverage@{k}" for k in sizes)

@@ -70,6 +70,19 @@ def register(subparsers) -> None:
         )
         p.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "coverage":
+            p.add_argument(
+                "--val-fraction",
+                type=float,
+                default=0.5,
+                help="share of TASKS (by a hash of each question) on which taskforces are "
+                "chosen; the rest score them (default 0.5)",
+            )
+            p.add_argument(
+                "--val-tasks",
+                metavar="VAL",
+                help="choose taskforces on this separate task set and score them on all of "
+                "TASKS instead (refused if the two share a question)",
+            )
             p.add_argument("--max-n", type=int, default=8, help="largest taskforce size")
             p.add_argument("--control-samples", type=int, default=8, help="base-model samples")
             p.add_argument("--control-temperature", type=float, default=0.7)
@@ -117,16 +130,31 @@ def _export(args) -> int:
     return 0
 
 
+def _load_tasks(args, run) -> tuple:
+    """The task set to evaluate and, for ``coverage``, its validation/test split."""
+    from qd_llm.evaluation.coverage import combined_task_set, load_task_set
+    from qd_llm.evaluation.heldout import explicit_split, split_tasks
+
+    task_set = load_task_set(args.tasks, run_dir=run.path, limit=args.limit, seed=args.shuffle_seed)
+    if args.func is not _coverage:
+        return task_set, None
+    if args.val_tasks is None:
+        return task_set, split_tasks(task_set.tasks, val_fraction=args.val_fraction)
+    val_set = load_task_set(args.val_tasks, run_dir=run.path, limit=args.limit)
+    split = explicit_split(val_set.tasks, task_set.tasks)  # refuses overlap
+    return combined_task_set(val_set, task_set), split
+
+
 def _evaluate(args):
     """Loads the task set and evaluates it with the run's own backend and sandbox."""
     from qd_llm.config import config_from_dict
-    from qd_llm.evaluation.coverage import evaluate_task_set, load_task_set
+    from qd_llm.evaluation.coverage import evaluate_task_set
     from qd_llm.loop import Coevolution
     from qd_llm.runs import RunDir
 
     run = RunDir.open(args.run_dir)
     run.read_checkpoint()  # a checkpoint that cannot be read fails before any model loads
-    task_set = load_task_set(args.tasks, run_dir=run.path, limit=args.limit, seed=args.shuffle_seed)
+    task_set, split = _load_tasks(args, run)
     loop = Coevolution(config_from_dict(run.config()), run)
     try:
         data = evaluate_task_set(
@@ -142,7 +170,7 @@ def _evaluate(args):
     except BaseException:
         loop.close()
         raise
-    return data, loop
+    return data, split, loop
 
 
 def _coverage(args) -> int:
@@ -150,19 +178,23 @@ def _coverage(args) -> int:
 
     if args.max_n < 1:
         raise QdLlmError(f"--max-n must be at least 1, got {args.max_n}")
-    data, loop = _evaluate(args)
+    data, split, loop = _evaluate(args)
     loop.close()
-    report = coverage_report(data, max_n=args.max_n, draws=args.draws, seed=args.seed)
+    report = coverage_report(data, split=split, max_n=args.max_n, draws=args.draws, seed=args.seed)
     result, figure = write_report_files(args.run_dir, report)
     if args.json:
         print(json.dumps(report))
-    else:
-        print(f"{report['taskset']}: {report['num_tasks']} tasks, {report['num_genomes']} genomes")
-        print("method      " + " ".join(f"{f'@{k}':>6}" for k in range(1, args.max_n + 1)))
-        for name, curve in report["coverage_at_n"].items():
+        return 0
+    print(
+        f"{report['taskset']}: {report['num_genomes']} genomes; taskforces chosen on "
+        f"{report['num_val']} validation tasks, scored on {report['num_test']} test tasks"
+    )
+    for title, key in (("test", "coverage_at_n"), ("validation (in-sample)", "val_coverage_at_n")):
+        print(f"{title:<11} " + " ".join(f"{f'@{k}':>6}" for k in range(1, args.max_n + 1)))
+        for name, curve in report[key].items():
             cells = " ".join(f"{'—' if v is None else f'{v:.3f}':>6}" for v in curve)
-            print(f"{name:<11} {cells}")
-        print(f"result {result}\nfigure {figure}")
+            print(f"  {name:<9} {cells}")
+    print(f"result {result}\nfigure {figure}")
     return 0
 
 
@@ -174,7 +206,7 @@ def _bestofn(args) -> int:
         raise QdLlmError(f"--n must be at least 1, got {args.n}")
     if args.method == "reward" and not args.reward_model:
         raise QdLlmError("--method reward needs --reward-model PATH")
-    data, loop = _evaluate(args)
+    data, _, loop = _evaluate(args)
     try:
         if args.method == "majority":
             picker = bestofn.MajorityPicker()

@@ -2,9 +2,9 @@
 
 A :class:`RunConfig` is a frozen tree of small dataclasses, one per concern
 (``population``, ``genomes``, ``operators``, ``tasks``, ``decoding``,
-``inference``, ``sandbox``, ``ray``, ``niche_map``, ``tracking``). Keys are addressed with dots
-(``population.size``, ``tasks.adapt_every``); the top level holds ``seed``,
-``base_model``, ``preset`` and ``out_dir``.
+``evaluation``, ``inference``, ``sandbox``, ``ray``, ``niche_map``, ``tracking``). Keys
+are addressed with dots (``population.size``, ``tasks.adapt_every``); the top level
+holds ``seed``, ``base_model``, ``preset`` and ``out_dir``.
 
 A config is resolved in layers, each overriding the one before:
 
@@ -40,6 +40,7 @@ GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
 WANDB_MODES = ("off", "offline", "online")
 PARENT_SELECTIONS = ("uniform",)
+SURVIVOR_SELECTIONS = ("dns", "random")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -54,9 +55,12 @@ class PopulationConfig:
     Attributes:
         size: Population capacity kept by Dominated Novelty Search.
         offspring: Children bred per generation.
-        generations: Generations after generation 0 (the seeds and their first children).
+        generations: Generations after generation 0 (the seeds and their first
+            children); 0 runs generation 0 only (merging without evolution).
         dns_k: Nearest fitter genomes averaged in the DNS score.
         parent_selection: How parents are drawn from the population (``uniform``).
+        selection: Survivor selection: ``dns`` (Dominated Novelty Search) or
+            ``random`` (a uniform draw of ``size`` candidates; an ablation).
     """
 
     size: int = 16
@@ -64,10 +68,17 @@ class PopulationConfig:
     generations: int = 50
     dns_k: int = 3
     parent_selection: str = "uniform"
+    selection: str = "dns"
 
     def __post_init__(self):
-        for key in ("size", "offspring", "generations", "dns_k"):
+        for key in ("size", "offspring", "dns_k"):
             _require(getattr(self, key) >= 1, f"population.{key}", "must be >= 1")
+        _require(self.generations >= 0, "population.generations", "must be >= 0")
+        _require(
+            self.selection in SURVIVOR_SELECTIONS,
+            "population.selection",
+            f"must be one of {SURVIVOR_SELECTIONS}",
+        )
         _require(
             self.dns_k <= self.size,
             "population.dns_k",
@@ -198,6 +209,48 @@ class TaskConfig:
             0.0 <= self.novelty_threshold <= 2.0,
             "tasks.novelty_threshold",
             "is a cosine distance in [0, 2]",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    """Held-out tracking during a run (see :mod:`qd_llm.evaluation.heldout`).
+
+    Attributes:
+        heldout: Held-out task set: a folder of task directories (nested folders
+            included) or anything ``qd-llm tasks import`` reads; empty: off.
+        heldout_every: Evaluate it after every this many generations (and after
+            generation 0 and the last generation).
+        heldout_limit: Use at most this many of its tasks (0: all).
+        heldout_val_fraction: Share of held-out tasks (by question hash) used to
+            choose taskforces; the rest score them.
+        heldout_max_n: Largest taskforce size reported.
+        control_samples: Base-model samples in the control baseline (0: none).
+        control_temperature: Their sampling temperature.
+    """
+
+    heldout: str = ""
+    heldout_every: int = 5
+    heldout_limit: int = 0
+    heldout_val_fraction: float = 0.5
+    heldout_max_n: int = 3
+    control_samples: int = 4
+    control_temperature: float = 0.7
+
+    def __post_init__(self):
+        for key in ("heldout_every", "heldout_max_n"):
+            _require(getattr(self, key) >= 1, f"evaluation.{key}", "must be >= 1")
+        for key in ("heldout_limit", "control_samples"):
+            _require(getattr(self, key) >= 0, f"evaluation.{key}", "must be >= 0")
+        _require(
+            0.0 < self.heldout_val_fraction < 1.0,
+            "evaluation.heldout_val_fraction",
+            "must be in (0, 1)",
+        )
+        _require(
+            self.control_temperature > 0.0,
+            "evaluation.control_temperature",
+            "must be > 0 (control samples differ only by sampling)",
         )
 
 
@@ -417,6 +470,7 @@ class RunConfig:
     operators: dict = dataclasses.field(default_factory=_default_operators)
     tasks: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     decoding: DecodingConfig = dataclasses.field(default_factory=DecodingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     sandbox: SandboxSettings = dataclasses.field(default_factory=SandboxSettings)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)

@@ -27,6 +27,7 @@ Every random choice draws from one numpy generator seeded by ``config.seed``
 function of its config: resumed runs reproduce uninterrupted ones exactly.
 """
 
+import dataclasses
 import logging
 import random
 import tempfile
@@ -41,6 +42,7 @@ from qd_llm import atomic, faults
 from qd_llm.config import RunConfig
 from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator, looks_like_gibberish
+from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import get_operator
@@ -139,6 +141,7 @@ class Coevolution:
             run.genomes_dir, base_model=config.base_model, dtype=config.genomes.dtype
         )
         self._backend = self._sandbox = self._embedder = self._evaluator = None
+        self._heldout: HeldOutTracker | None = None
 
     def _default_gibberish_check(self) -> Callable[[Sequence[str]], bool]:
         if self.config.gibberish_filter != "judge":
@@ -233,6 +236,82 @@ class Coevolution:
             )
         return self._evaluator
 
+    @property
+    def heldout(self) -> HeldOutTracker | None:
+        """The held-out tracker (``evaluation.heldout``), or None when off."""
+        if self._heldout is None and self.config.evaluation.heldout:
+            self._heldout = self._make_heldout()
+        return self._heldout
+
+    def _make_heldout(self) -> HeldOutTracker:
+        from qd_llm.evaluation.coverage import load_task_set, zero_adapters
+        from qd_llm.evaluation.heldout import SPLIT_FILE, split_tasks
+
+        e = self.config.evaluation
+        # A fixed shuffle (seed 0), so every run of an experiment sees the same questions.
+        task_set = load_task_set(
+            e.heldout,
+            run_dir=self.run.path,
+            limit=e.heldout_limit or None,
+            seed=0,
+            subdir=HELDOUT_DIR,
+        )
+        split = split_tasks(task_set.tasks, val_fraction=e.heldout_val_fraction)
+        directory = self.run.path / HELDOUT_DIR / task_set.key
+        atomic.write_json(directory / SPLIT_FILE, split.to_json())
+        evaluator = Evaluator(
+            run_dir=directory,
+            backend=self.backend,
+            sandbox=self.sandbox,
+            genomes=self.store,
+            decoding=self.evaluator.decoding,
+            pass_threshold=self.config.tasks.pass_threshold,
+        )
+        control: list[str] = []
+        control_evaluator = None
+        if e.control_samples and self.config.genomes.form == "lora":
+            control_store = GenomeStore(
+                directory / "control" / "genomes", base_model=self.config.base_model
+            )
+            some_seed = self._seed_ids()[0]
+            shapes = {m: f.shape for m, f in self.store.load(some_seed).items()}
+            control = zero_adapters(control_store, shapes, e.control_samples)
+            control_evaluator = Evaluator(
+                run_dir=directory / "control",
+                backend=self.backend,
+                sandbox=self.sandbox,
+                genomes=control_store,
+                decoding=dataclasses.replace(
+                    self.evaluator.decoding, temperature=e.control_temperature
+                ),
+                pass_threshold=self.config.tasks.pass_threshold,
+            )
+        return HeldOutTracker(
+            directory=directory,
+            split=split,
+            evaluator=evaluator,
+            control_evaluator=control_evaluator,
+            control=control,
+            max_n=e.heldout_max_n,
+        )
+
+    def _heldout_due(self, generation: int) -> bool:
+        every = self.config.evaluation.heldout_every
+        last = self.config.population.generations
+        return bool(self.config.evaluation.heldout) and (
+            generation % every == 0 or generation == last
+        )
+
+    def _evaluate_heldout(self) -> dict:
+        """The population and niche elites against the seeds and the control, held out."""
+        elites = [e.genome_id for e in self.niche.elites()]
+        # Control sampling seeds torch; the run's own random streams stay untouched.
+        with torch.random.fork_rng(devices=[]):
+            return self.heldout.evaluate(evolved=self.population + elites, seeds=self._seed_ids())
+
+    def _seed_ids(self) -> list[str]:
+        return [g for g in self.store.ids() if not self.store.info(g).parents]
+
     def make_scientist(self) -> Scientist:
         tasks = self.config.tasks
         if tasks.scientist == "procedural":
@@ -287,6 +366,7 @@ class Coevolution:
             "rng": generator_state(self.rng),
             "python_random": python_random_state(),
             "torch_random": torch.get_rng_state().numpy(),
+            "heldout_logs": log_sizes(self.run.path / HELDOUT_DIR),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -318,6 +398,10 @@ class Coevolution:
             logger.info("resuming %s after generation %d", self.run.path, self.generation)
         # Only now, with the checkpoint known good, drop what a cut-short generation wrote.
         self.run.cut_back(checkpoint)
+        cut_back_logs(
+            self.run.path / HELDOUT_DIR,
+            checkpoint.state.get("heldout_logs", {}) if checkpoint else {},
+        )
         self._clean_up_interrupted_writes()
         if checkpoint is not None and self.config.genomes.keeps_only_live_weights():
             # The kill may have come between the checkpoint and its drop.
@@ -338,6 +422,10 @@ class Coevolution:
                 else:
                     row = self._generation(self.generation + 1, timings)
                 self.generation = row["generation"]
+                if self._heldout_due(self.generation):
+                    t = time.perf_counter()
+                    row["heldout"] = self._evaluate_heldout()
+                    timings["heldout"] = time.perf_counter() - t
                 row["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 row["seconds"] = round(time.perf_counter() - start, 3)
                 self.run.append_metrics(row)
@@ -561,11 +649,16 @@ class Coevolution:
         return [t.task_id for t in self.tasks.active()]
 
     def _select(self, candidates: Sequence[str]) -> list[str]:
-        """DNS truncation of ``candidates`` to the population size (best first)."""
+        """Survivors of ``candidates``, at most the population size: DNS truncation
+        (best first) or, as an ablation, a uniform draw (in draw order)."""
+        p = self.config.population
+        if p.selection == "random":
+            if len(candidates) <= p.size:
+                return list(candidates)
+            drawn = self.rng.choice(len(candidates), size=p.size, replace=False)
+            return [candidates[int(i)] for i in drawn]
         skills = self.evaluator.skills(candidates, self._task_ids())
-        kept = dns_select(
-            skills, k=self.config.population.dns_k, capacity=self.config.population.size
-        )
+        kept = dns_select(skills, k=p.dns_k, capacity=p.size)
         return [candidates[i] for i in kept]
 
     def _rebuild_niche_map(self, genome_ids: Sequence[str]) -> None:

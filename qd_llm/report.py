@@ -86,8 +86,9 @@ def _coverage_section(run_path: Path) -> str:
             for name, curve in curves.items()
         ]
         parts.append(
-            f"<h3>{html.escape(result['taskset'])} ({result['num_tasks']} tasks, "
-            f"{result['num_genomes']} genomes)</h3>"
+            f"<h3>{html.escape(result['taskset'])}: test coverage@N, taskforces chosen on "
+            f"{result.get('num_val', '?')} validation and scored on "
+            f"{result.get('num_test', '?')} test tasks ({result['num_genomes']} genomes)</h3>"
             + _table(["method"] + [f"@{k}" for k in range(1, sizes + 1)], rows)
         )
         figure = run_path / "figures" / f"coverage_{result['taskset']}.png"

@@ -62,6 +62,11 @@ def test_overrides_file_and_roundtrip(tmp_path):
         ("operators.slerp.q=1", "operators.slerp"),
         ("genomes.seeds=random:zero", "genomes.seeds"),
         ("progress=3", "progress"),
+        ("population.generations=-1", "population.generations"),
+        ("population.selection=tournament", "population.selection"),
+        ("evaluation.heldout_val_fraction=1", "evaluation.heldout_val_fraction"),
+        ("evaluation.heldout_every=0", "evaluation.heldout_every"),
+        ("evaluation.control_temperature=0", "evaluation.control_temperature"),
     ],
 )
 def test_bad_keys_and_values_are_one_line_errors_naming_the_key(override, names):
@@ -93,3 +98,12 @@ def test_backend_and_executor_shorthands_and_backend_arguments():
     assert served["base_url"] == "x" and served["load_adapters"]
     with pytest.raises(QdLlmError, match="512"):
         backend_kwargs(load_config(overrides=["backend=vllm", "genomes.rank=600"]))
+
+
+def test_ablation_settings_are_accepted():
+    c = load_config(
+        preset="demo", overrides=["population.generations=0", "population.selection=random"]
+    )
+    assert (c.population.generations, c.population.selection) == (0, "random")
+    assert load_config(preset="demo").population.selection == "dns"
+    assert load_config(preset="demo").evaluation.heldout == ""

@@ -141,6 +141,19 @@ class AnswerTable:
         """Boolean skill matrix ``(N, T)``: mean score >= ``pass_threshold``."""
         return self.scores(genome_ids) >= self.pass_threshold
 
+    def subset(self, task_ids: Sequence[str]) -> "AnswerTable":
+        """The same answers restricted to ``task_ids`` (e.g. one split of a task set)."""
+        keep = set(task_ids)
+        return AnswerTable(
+            records=[
+                {"genome_id": g, "task_id": t, "instance_id": i, **dataclasses.asdict(a)}
+                for (g, t, i), a in self._answers.items()
+                if t in keep
+            ],
+            instructions={k: v for k, v in self.instructions.items() if k[0] in keep},
+            pass_threshold=self.pass_threshold,
+        )
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Candidates:

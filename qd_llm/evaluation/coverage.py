@@ -17,17 +17,21 @@
    content hashes differ), evaluated in one batch where every row draws its own
    sample; cached in ``control-T<temperature>-seed<seed>/``. *seeds*: the run's
    seed genomes (those without parents).
-4. **Report** (:func:`coverage_report`): coverage@N for N = 1..``max_n`` for
-   greedy, fitness, random (mean over ``draws`` seeds) and exhaustive
-   taskforces, and for the baselines; majority-vote accuracy of each; each
-   greedy member's unique contribution. Taskforces are selected *on the task
-   set itself*, so greedy/exhaustive coverage is an in-sample upper bound;
-   random is an unbiased estimate of a taskforce's coverage.
+4. **Report** (:func:`coverage_report`): the task set is split into
+   validation and test tasks by question hash (or given as two sets; see
+   :mod:`qd_llm.evaluation.heldout`). Greedy, fitness and exhaustive taskforces
+   and the seed and control baselines are *chosen on validation and scored on
+   test*; random taskforces need no choosing and are scored on test directly.
+   ``coverage_at_n`` holds the test numbers; ``val_coverage_at_n`` the
+   in-sample validation numbers, an optimistic upper bound kept for reference.
+   Majority-vote accuracy and each greedy member's unique contribution are
+   measured on test too.
 """
 
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,10 +43,11 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation import taskforce as tf
 from qd_llm.evaluation.bestofn import AnswerTable, MajorityPicker, best_of_n
 from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR, Evaluator
+from qd_llm.evaluation.heldout import TaskSplit
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
 from qd_llm.snapshot import RunSnapshot
-from qd_llm.tasks.taskdir import TASK_CODE, TASK_JSON, TaskDir, list_tasks, read_task, slugify
+from qd_llm.tasks.taskdir import TASK_CODE, TASK_JSON, TaskDir, read_task, slugify
 
 COVERAGE_DIR = "coverage"
 RESULT_FILE = "result.json"
@@ -78,16 +83,43 @@ def _digest(tasks: Sequence[TaskDir]) -> str:
     return h.hexdigest()[:12]
 
 
+def find_tasks(root: str | Path) -> list[TaskDir]:
+    """Every task directory under ``root``, nested folders included (links not followed).
+
+    Raises:
+        QdLlmError: Two task directories share a name (task ids must be unique).
+    """
+    found: dict[str, TaskDir] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        if TASK_CODE in files:
+            task = read_task(folder)
+            if task.task_id in found:
+                raise QdLlmError(
+                    f"two task directories are named {task.task_id}: "
+                    f"{found[task.task_id].path} and {task.path}"
+                )
+            found[task.task_id] = task
+            subfolders.clear()  # a task directory holds no further tasks
+    return [found[k] for k in sorted(found)]
+
+
 def load_task_set(
-    source: str | Path, *, run_dir: str | Path, limit: int | None = None, seed: int | None = None
+    source: str | Path,
+    *,
+    run_dir: str | Path,
+    limit: int | None = None,
+    seed: int | None = None,
+    subdir: str = COVERAGE_DIR,
 ) -> TaskSet:
     """Reads or imports the task set ``source`` (see the module docstring).
 
     Args:
-        source: Task folder, task directory, or benchmark source.
-        run_dir: The run (imports are written under ``RUN/coverage/imports``).
+        source: Task folder (nested folders included), task directory, or benchmark source.
+        run_dir: The run (imports are written under ``RUN/<subdir>/imports``).
         limit: Keep at most this many tasks (imports and folders alike).
         seed: Shuffle with this seed before ``limit`` (imports only).
+        subdir: The run folder that holds imports.
 
     Raises:
         QdLlmError: ``source`` holds no tasks.
@@ -95,13 +127,13 @@ def load_task_set(
     path = Path(source)
     if path.is_dir() and (path / TASK_CODE).is_file():
         tasks = [read_task(path)]
-    elif path.is_dir() and any((p / TASK_CODE).is_file() for p in path.iterdir()):
-        tasks = list_tasks(path)[:limit]
     else:
+        tasks = find_tasks(path)[:limit] if path.is_dir() else []
+    if not tasks:
         from qd_llm.tasks.importers import import_benchmark
 
         tag = hashlib.sha256(f"{source}|{limit}|{seed}".encode()).hexdigest()[:8]
-        out = Path(run_dir) / COVERAGE_DIR / "imports" / f"{slugify(path.stem)}-{tag}"
+        out = Path(run_dir) / subdir / "imports" / f"{slugify(path.stem)}-{tag}"
         tasks = import_benchmark(source, out, limit=limit, seed=seed).tasks
     if not tasks:
         raise QdLlmError(f"task set {source} holds no tasks")
@@ -110,6 +142,23 @@ def load_task_set(
     if path.name == "task.json":
         name = slugify(path.parent.name)
     return TaskSet(name=name, digest=_digest(tasks), tasks=tasks)
+
+
+def combined_task_set(first: TaskSet, second: TaskSet) -> TaskSet:
+    """One task set holding both (e.g. a validation set and a test set), named
+    after ``second``.
+
+    Raises:
+        QdLlmError: The two share a task id.
+    """
+    shared = {t.task_id for t in first.tasks} & {t.task_id for t in second.tasks}
+    if shared:
+        raise QdLlmError(
+            f"the task sets {first.name} and {second.name} share {len(shared)} task id(s), "
+            f"e.g. {min(shared)}"
+        )
+    tasks = sorted(first.tasks + second.tasks, key=lambda t: t.task_id)
+    return TaskSet(name=second.name, digest=_digest(tasks), tasks=tasks)
 
 
 def zero_adapters(store: GenomeStore, shapes: Mapping[str, tuple[int, int]], n: int) -> list[str]:
@@ -250,71 +299,106 @@ def _answers(directory: Path, pass_threshold: float) -> AnswerTable:
     )
 
 
-def _prefix_curves(table: AnswerTable, order: Sequence[str], max_n: int) -> tuple[list, list]:
-    """coverage@k and majority-vote accuracy@k of the first k of ``order``, k = 1..max_n.
-
-    Beyond ``len(order)`` the whole of ``order`` is used (a pool of k genomes
-    cannot do better than all k).
-    """
-    skills = table.skills(order)
-    coverage, vote = [], []
-    for k in range(1, max_n + 1):
-        members = list(range(min(k, len(order))))
-        coverage.append(tf.coverage(skills, members))
-        vote.append(
-            best_of_n(table, [order[i] for i in members], MajorityPicker()).accuracy
-            if members
-            else 0.0
-        )
-    return coverage, vote
+def _vote_curve(table: AnswerTable, order: Sequence[str], max_n: int) -> list[float]:
+    """Majority-vote accuracy of the first k of ``order``, k = 1..max_n (beyond
+    ``len(order)`` the whole of ``order``)."""
+    return [
+        best_of_n(table, order[: min(k, len(order))], MajorityPicker()).accuracy if order else 0.0
+        for k in range(1, max_n + 1)
+    ]
 
 
-def coverage_report(data: CoverageData, *, max_n: int = 8, draws: int = 100, seed: int = 0) -> dict:
+def _curves(val: np.ndarray, test: np.ndarray, orders: Sequence[Sequence[int]]) -> tuple:
+    """coverage on both splits of the taskforces ``orders[k-1]`` (one per size k)."""
+    return (
+        [tf.coverage(val, members) for members in orders],
+        [tf.coverage(test, members) for members in orders],
+    )
+
+
+def coverage_report(
+    data: CoverageData, *, split: TaskSplit, max_n: int = 8, draws: int = 100, seed: int = 0
+) -> dict:
     """coverage@N and majority-vote accuracy@N of every method and baseline.
 
+    Taskforces are chosen on ``split.val`` and scored on ``split.test`` (see
+    the module docstring).
+
+    Args:
+        data: From :func:`evaluate_task_set`.
+        split: Validation and test tasks of ``data.task_set`` (disjoint).
+        max_n: Largest taskforce size.
+        draws: Random taskforces per size.
+        seed: Seed of the random taskforces.
+
     Returns:
-        A JSON-friendly dict: ``coverage_at_n`` and ``majority_vote_at_n``
-        (method → list over N = 1..max_n; exhaustive entries are None where
-        the search is too large), ``taskforce`` (the greedy taskforce of size
-        ``max_n`` with each member's fitness and unique contribution), and
-        the task-set and pool sizes.
+        A JSON-friendly dict: ``coverage_at_n`` (test) and ``val_coverage_at_n``
+        (validation, in-sample), method → list over N = 1..max_n (exhaustive
+        entries are None where the search is too large); ``majority_vote_at_n``
+        (test); ``taskforce`` (the greedy taskforce of size ``max_n``: each
+        member's validation fitness and unique test tasks); ``split`` (the
+        rule and task ids) and the sizes.
     """
-    table = data.answers
-    skills = table.skills(data.genomes)
-    coverage: dict[str, list] = {}
-    vote: dict[str, list] = {}
-    greedy_order = [data.genomes[i] for i in tf.greedy_taskforce(skills, max_n)]
-    for method, order in (
-        ("greedy", greedy_order),
-        ("fitness", [data.genomes[i] for i in tf.fitness_taskforce(skills, max_n)]),
-    ):
-        coverage[method], vote[method] = _prefix_curves(table, order, max_n)
-    coverage["random"] = [
-        tf.random_coverage(skills, k, draws=draws, seed=seed) for k in range(1, max_n + 1)
-    ]
-    coverage["exhaustive"] = tf.coverage_curve(skills, max_n, method="exhaustive")
-    seed_skills = table.skills(data.seeds)
-    seed_order = [data.seeds[i] for i in tf.greedy_taskforce(seed_skills, max_n)]
-    coverage["seeds"], vote["seeds"] = _prefix_curves(table, seed_order, max_n)
+    val_ids, test_ids = split.val_ids, split.test_ids
+    val_table, test_table = data.answers.subset(val_ids), data.answers.subset(test_ids)
+    pools = {
+        "genomes": (data.genomes, val_table, test_table),
+        "seeds": (data.seeds, val_table, test_table),
+    }
     if data.control:
-        coverage["control"], vote["control"] = _prefix_curves(
-            data.control_answers, data.control, max_n
+        control_val = data.control_answers.subset(val_ids)
+        pools["control"] = (data.control, control_val, data.control_answers.subset(test_ids))
+    skills = {name: (v.skills(ids), t.skills(ids)) for name, (ids, v, t) in pools.items()}
+    val, test = skills["genomes"]
+    sizes = range(1, max_n + 1)
+    greedy = tf.greedy_taskforce(val, max_n)
+    orders = {
+        "greedy": [greedy[:k] for k in sizes],
+        "fitness": [tf.fitness_taskforce(val, k) for k in sizes],
+    }
+    coverage: dict[str, list] = {}
+    in_sample: dict[str, list] = {}
+    vote: dict[str, list] = {}
+    for method, method_orders in orders.items():
+        in_sample[method], coverage[method] = _curves(val, test, method_orders)
+        vote[method] = _vote_curve(test_table, [data.genomes[i] for i in method_orders[-1]], max_n)
+    coverage["random"] = [tf.random_coverage(test, k, draws=draws, seed=seed) for k in sizes]
+    in_sample["random"] = [tf.random_coverage(val, k, draws=draws, seed=seed) for k in sizes]
+    exhaustive = [
+        tf.exhaustive_taskforce(val, k) if tf.exhaustive_feasible(len(val), k) else None
+        for k in sizes
+    ]
+    in_sample["exhaustive"] = [None if m is None else tf.coverage(val, m) for m in exhaustive]
+    coverage["exhaustive"] = [None if m is None else tf.coverage(test, m) for m in exhaustive]
+    for name in ("seeds", "control"):
+        if name not in pools:
+            continue
+        ids, _, table = pools[name]
+        pool_val, pool_test = skills[name]
+        order = tf.greedy_taskforce(pool_val, max_n)
+        in_sample[name], coverage[name] = _curves(
+            pool_val, pool_test, [order[: min(k, len(order))] for k in sizes]
         )
-    members = greedy_order[:max_n]
-    fitness = table.scores(members).mean(axis=1) if table.task_ids else np.zeros(len(members))
-    unique = tf.unique_contributions(table.skills(members), range(len(members)))
+        vote[name] = _vote_curve(table, [ids[i] for i in order], max_n)
+    members = [data.genomes[i] for i in greedy]
+    fitness = val.mean(axis=1)[greedy] if val.shape[1] else np.zeros(len(members))
+    unique = tf.unique_contributions(test[greedy], range(len(members)))
     return {
         "taskset": data.task_set.name,
         "digest": data.task_set.digest,
-        "num_tasks": len(table.task_ids),
+        "num_tasks": len(data.answers.task_ids),
+        "num_val": len(val_ids),
+        "num_test": len(test_ids),
+        "split": split.to_json(),
         "num_genomes": len(data.genomes),
         "num_seeds": len(data.seeds),
         "control_samples": len(data.control),
         "max_n": max_n,
         "coverage_at_n": coverage,
+        "val_coverage_at_n": in_sample,
         "majority_vote_at_n": vote,
         "taskforce": [
-            {"id": g, "fitness": float(f), "unique_tasks": int(u)}
+            {"id": g, "val_fitness": float(f), "unique_test_tasks": int(u)}
             for g, f, u in zip(members, fitness, unique, strict=True)
         ],
     }
@@ -333,13 +417,13 @@ def coverage_figure(report: dict):
             sizes, values, marker="o", markersize=4, linestyle=styles.get(name, "-"), label=name
         )
     ax.set_xlabel("taskforce size N (genomes)")
-    ax.set_ylabel("coverage@N (fraction of tasks solved by any member)")
+    ax.set_ylabel("test coverage@N (fraction of test tasks solved by any member)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xticks(sizes)
     ax.grid(alpha=0.3)
     ax.set_title(
-        f"Coverage on {report['taskset']} "
-        f"({report['num_tasks']} tasks, {report['num_genomes']} genomes)"
+        f"Coverage on {report['taskset']}: chosen on {report['num_val']} val, "
+        f"scored on {report['num_test']} test tasks"
     )
     ax.legend(loc="best", frameon=False)
     return fig

@@ -16,6 +16,7 @@ from qd_llm.evaluation.coverage import (
     load_task_set,
     write_report_files,
 )
+from qd_llm.evaluation.heldout import split_tasks
 from qd_llm.inference.base import GenerationConfig, GenerationRequest
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
 
@@ -87,27 +88,61 @@ def test_zero_adapter_control_answers_like_the_base_model(data, run, hf_backend)
     assert with_zero == hf_backend.generate([GenerationRequest(prompt=prompt)], config)
 
 
-def test_report_curves_are_consistent(data, run):
-    report = coverage_report(data, max_n=MAX_N, draws=20)
-    curves = report["coverage_at_n"]
+def _coverage_of(table, members, task_ids):
+    """Fraction of ``task_ids`` that some member passes, read straight from the answers."""
+    passed = [
+        any(
+            np.mean([table.answer(g, t, i).score for i in table.instances(t)] or [0.0])
+            >= table.pass_threshold
+            for g in members
+        )
+        for t in task_ids
+    ]
+    return float(np.mean(passed))
+
+
+def test_report_chooses_on_validation_and_scores_on_test(data, run):
+    split = split_tasks(data.task_set.tasks, val_fraction=0.5)
+    report = coverage_report(data, split=split, max_n=MAX_N, draws=20)
+    assert report["num_val"] + report["num_test"] == report["num_tasks"] == 6
+    assert not set(report["split"]["val"]) & set(report["split"]["test"])
+    curves, in_sample = report["coverage_at_n"], report["val_coverage_at_n"]
     assert set(curves) == {"greedy", "fitness", "random", "exhaustive", "seeds", "control"}
-    for name, curve in curves.items():
+    assert set(in_sample) == set(curves)
+    for name, curve in {**curves, **in_sample}.items():
         assert len(curve) == MAX_N
         assert all(v is None or 0.0 <= v <= 1.0 for v in curve), name
-    for k in range(MAX_N):
-        assert curves["exhaustive"][k] >= curves["greedy"][k] >= curves["random"][k] - 1e-9
-        assert curves["exhaustive"][k] >= curves["fitness"][k]
-    assert curves["greedy"] == sorted(curves["greedy"])
-    skills = data.answers.skills(data.genomes)
-    assert curves["greedy"][-1] == pytest.approx(
-        min(1.0, skills[[data.genomes.index(m["id"]) for m in report["taskforce"]]].any(0).mean())
-    )
-    assert sum(m["unique_tasks"] for m in report["taskforce"]) <= report["num_tasks"]
-    assert len(report["majority_vote_at_n"]["greedy"]) == MAX_N
+    members = [m["id"] for m in report["taskforce"]]
+    val_ids, test_ids = report["split"]["val"], report["split"]["test"]
+    for k in range(1, MAX_N + 1):
+        # Reported first: the members chosen on validation, scored on the test tasks only.
+        assert curves["greedy"][k - 1] == pytest.approx(
+            _coverage_of(data.answers, members[:k], test_ids)
+        )
+        assert in_sample["greedy"][k - 1] == pytest.approx(
+            _coverage_of(data.answers, members[:k], val_ids)
+        )
+        # The exhaustive search is the best possible on the split it chose on.
+        assert in_sample["exhaustive"][k - 1] >= in_sample["greedy"][k - 1]
+    # Each greedy member adds the most validation tasks of those left.
+    for k, member in enumerate(members):
+        gains = {
+            g: _coverage_of(data.answers, [*members[:k], g], val_ids)
+            for g in data.genomes
+            if g not in members[:k]
+        }
+        assert gains[member] == pytest.approx(max(gains.values()))
     result, figure = write_report_files(run, report)
     assert json.loads(result.read_text())["coverage_at_n"] == json.loads(json.dumps(curves))
     with Image.open(figure) as image:
         assert image.size == (960, 720)
+
+
+def test_coverage_refuses_a_validation_set_that_overlaps_the_test_set(run, capsys):
+    code = main(["coverage", str(run), "--tasks", str(BIGBENCH), "--val-tasks", str(BIGBENCH)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "overlaps the validation split" in err and "\n" not in err
 
 
 def test_cli_prints_one_json_object_from_the_cache(data, run, capsys):
@@ -130,3 +165,28 @@ def test_cli_prints_one_json_object_from_the_cache(data, run, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["num_tasks"] == 6 and len(report["coverage_at_n"]["control"]) == 2
     assert (run / "figures" / "coverage_bigbench_mixed.png").exists()
+    members = [m["id"] for m in report["taskforce"]]
+    assert report["coverage_at_n"]["greedy"] == pytest.approx(
+        [_coverage_of(data.answers, members[:k], report["split"]["test"]) for k in (1, 2)]
+    )
+
+
+def test_cli_table_shows_test_coverage_first(data, run, capsys):
+    code = main(
+        [
+            "coverage",
+            str(run),
+            "--tasks",
+            str(BIGBENCH),
+            "--max-n",
+            "2",
+            "--control-samples",
+            "2",
+            "--seed",
+            "1",
+        ]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "scored on" in lines[0] and lines[1].startswith("test ")
+    assert lines.index(next(x for x in lines if x.startswith("validation"))) > 1
