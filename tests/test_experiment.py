@@ -7,6 +7,11 @@ CLI, killed and resumed, is the slow test at the bottom.
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +26,7 @@ from qd_llm.experiment import (
     run_experiment,
     run_is_finished,
 )
+from qd_llm.faults import KILL_AT_ENV
 from qd_llm.runs import RunDir
 
 
@@ -242,3 +248,132 @@ def test_a_run_directory_of_another_config_is_refused(hand_written_experiment, t
         run_experiment(read_spec(changed), progress=False)
     # The runs without a checkpoint are not finished, whatever their metrics say.
     assert not run_is_finished(plan(spec)[0])
+
+
+def test_builtin_ablations_set_the_lead_knobs(tmp_path):
+    spec = read_spec(
+        _spec(
+            tmp_path,
+            f'out = "{tmp_path / "exp"}"\nseeds = [1]\n'
+            'variants = ["random_selection", "merge_only"]\n[base]\n"population.generations" = 3\n',
+        )
+    )
+    random_selection, merge_only = (run.config for run in plan(spec))
+    assert random_selection.population.selection == "random"
+    assert random_selection.population.generations == 3
+    assert merge_only.population.generations == 0 and merge_only.population.selection == "dns"
+
+
+# --- end to end: a tiny grid through the CLI, killed and resumed -------------------------
+
+BIGBENCH = Path(__file__).parent / "tasks" / "data" / "bigbench_mixed"
+
+# The cheapest real runs: two random seed genomes, one generation (merge_only: none),
+# one instance per task, 4 new tokens; held out: the 6 BIG-bench questions of the fixture.
+TINY_GRID = f"""
+seeds = [0, 1]
+variants = ["full", "merge_only"]
+[base]
+progress = false
+heatmap = false
+"genomes.seeds" = "random:2"
+"genomes.rank" = 2
+"genomes.random_std" = 0.02
+"population.size" = 2
+"population.dns_k" = 2
+"population.offspring" = 1
+"population.generations" = 1
+"tasks.initial_tasks" = 2
+"tasks.instances_per_task" = 1
+"decoding.max_new_tokens" = 4
+"sandbox.workers" = 1
+"evaluation.heldout" = {json.dumps(str(BIGBENCH))}
+"evaluation.heldout_every" = 1
+"evaluation.control_samples" = 1
+"tracking.tensorboard" = true
+operators = {{ linear = {{ parents = 2 }}, gaussian = {{ parents = 1, scale = 0.002 }} }}
+"""
+
+
+def _tensorboard_scalars(run_dir: Path) -> dict[int, dict[str, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    read: dict[int, dict[str, float]] = {}
+    for tag in events.Tags()["scalars"]:
+        for event in events.Scalars(tag):
+            read.setdefault(event.step, {})[tag] = event.value
+    return read
+
+
+@pytest.mark.slow
+def test_tiny_grid_killed_and_resumed_gives_the_table_of_its_run_directories(world_readable):
+    out = world_readable / "exp"
+    spec = world_readable / "grid.toml"
+    spec.write_text(f"out = {json.dumps(str(out))}\n{TINY_GRID}")
+    command = [sys.executable, "-m", "qd_llm.cli", "experiment", str(spec)]
+    # Metrics rows 1-2 are full/seed0's; the 4th is full/seed1's generation 1, appended
+    # but not yet checkpointed when the kill comes.
+    killed = subprocess.run(
+        command,
+        env={**os.environ, KILL_AT_ENV: "loop.metrics_appended:4"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    interrupted = RunDir(out / "runs" / "full" / "seed1")
+    assert interrupted.read_checkpoint().generation == 0
+    assert not (out / "table.json").exists()
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "run full seed 0" not in done.stdout  # finished: skipped
+    assert "run full seed 1" in done.stdout and "run merge_only seed 1" in done.stdout
+    # Resumed from its checkpoint: the torn generation was redone once, not appended twice.
+    assert [row["generation"] for row in interrupted.metrics()] == [0, 1]
+
+    table = json.loads((out / "table.json").read_text())
+    assert table["incomplete"] == [] and table["max_n"] == 3
+    rows = {row["name"]: row for row in table["rows"]}
+    assert list(rows) == ["full", "merge_only", "seeds", "control"]
+    last = {}
+    for variant, seed in itertools.product(("full", "merge_only"), (0, 1)):
+        metrics = RunDir(out / "runs" / variant / f"seed{seed}").metrics()
+        heldout_rows = [row for row in metrics if "heldout" in row]
+        assert heldout_rows[-1]["generation"] == (1 if variant == "full" else 0)
+        last[variant, seed] = heldout_rows[-1]["heldout"]
+        assert last[variant, seed]["num_test"] >= 1
+    for n in range(3):
+        for variant in ("full", "merge_only"):
+            values = [last[variant, s]["test"]["evolved"][n] for s in (0, 1)]
+            cell = rows[variant]["coverage"][n]
+            assert cell["mean"] == pytest.approx(np.mean(values))
+            assert cell["low"] <= cell["mean"] <= cell["high"]
+        for baseline in ("seeds", "control"):
+            per_seed = [
+                np.mean([last[v, s]["test"][baseline][n] for v in ("full", "merge_only")])
+                for s in (0, 1)
+            ]
+            assert rows[baseline]["coverage"][n]["mean"] == pytest.approx(np.mean(per_seed))
+    assert rows["full"]["seconds_per_run"]["values"] == [
+        pytest.approx(
+            sum(r["seconds"] for r in RunDir(out / "runs" / "full" / f"seed{s}").metrics())
+        )
+        for s in (0, 1)
+    ]
+    for name in ("table.md", "report.md", "report.html"):
+        assert "merge_only" in (out / name).read_text()
+    assert (out / "figure.png").stat().st_size > 10_000
+    assert "| full | 2 |" in done.stdout
+
+    # TensorBoard saw every metrics row of a run, held-out coverage included.
+    finished = RunDir(out / "runs" / "full" / "seed0")
+    logged = _tensorboard_scalars(finished.path)
+    for row in finished.metrics():
+        step = logged[row["generation"]]
+        assert step["coverage"] == pytest.approx(row["coverage"])
+        assert step["best_fitness"] == pytest.approx(row["best_fitness"])
+        for n, value in enumerate(row["heldout"]["test"]["evolved"], start=1):
+            assert step[f"heldout/test/evolved@{n}"] == pytest.approx(value)
