@@ -344,11 +344,10 @@ def execute_planned(config: dict, path: str) -> str:
     """
     from qd_llm.run_commands import execute_run
 
-    config_obj = config_from_dict(config)
-    run = RunDir.open(path) if (Path(path) / CONFIG_FILE).exists() else None
-    if run is None:
-        run = RunDir.create(path, config)
-    execute_run(config_obj, run)
+    # An interrupted run continues from its checkpoint, as with `qd-llm resume`.
+    exists = (Path(path) / CONFIG_FILE).exists()
+    run = RunDir.open(path) if exists else RunDir.create(path, config)
+    execute_run(config_from_dict(config), run)
     return path
 
 
@@ -370,7 +369,7 @@ def run_grid(spec: ExperimentSpec, *, progress: bool = True) -> list[PlannedRun]
 
         bar = tqdm(total=len(planned), initial=len(planned) - len(todo), desc="runs")
     try:
-        if spec.executor == "ray":
+        if spec.executor == "ray" and todo:
             _run_on_ray(spec, todo, bar)
         else:
             for run in todo:
