@@ -14,10 +14,15 @@ in the report and in a paper. :func:`write_figures` writes them all to
                                   and adaptation type
 ``lineage.png``                   ancestry of the final population
 ``operators.png``                 operator success rate per generation
+``heldout_coverage.png``          held-out test coverage@N over generations,
+                                  against the seeds and the control
+``pass_matrix.png``               who solves what: final population and seeds
+                                  × held-out tasks (else the final active tasks)
 ================================  ============================================
 """
 
 import io
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -126,6 +131,103 @@ def progress_figures(metrics: Sequence[dict]) -> dict[str, Figure]:
             "Task pool and population",
         ),
     }
+
+
+def heldout_figure(metrics: Sequence[dict]) -> Figure | None:
+    """Held-out test coverage@N over generations (``evaluation.heldout``): the
+    evolved pool (solid), the seed experts (dotted) and the base-model control
+    (dashed), one colour per taskforce size N. None when the run tracked none."""
+    rows = [row for row in metrics if row.get("heldout")]
+    if not rows:
+        return None
+    last = rows[-1]["heldout"]
+    generations = [row["generation"] for row in rows]
+    fig, ax = new_figure()
+    styles = {"evolved": ("-", "o"), "seeds": (":", None), "control": ("--", None)}
+    for n in range(len(last["test"]["evolved"])):
+        color = f"C{n}"
+        for pool, (linestyle, marker) in styles.items():
+            if pool not in last["test"]:
+                continue
+            values = [row["heldout"]["test"][pool][n] for row in rows]
+            ax.plot(
+                generations,
+                values,
+                color=color,
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                label=f"{pool} N={n + 1}",
+            )
+    ax.set_xlabel("generation")
+    ax.set_ylabel("held-out test coverage@N")
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.set_title(
+        f"Held-out {last['taskset'].rsplit('-', 1)[0]}: chosen on {last['num_val']} val, "
+        f"scored on {last['num_test']} test tasks",
+        fontsize="medium",
+    )
+    ax.legend(loc="best", frameon=False, fontsize="small", ncol=len(styles))
+    return fig
+
+
+def _genome_label(snapshot: RunSnapshot, genome_id: str) -> str:
+    info = snapshot.store.info(genome_id)
+    kind = "seed" if not info.parents else f"g{info.generation} {info.operator}"
+    return f"{kind}: {info.name or genome_id[:8]}"
+
+
+def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
+    """Who solves what: the final population and the seed experts (rows) × the
+    held-out tasks, validation then test (columns), or the final active tasks
+    when the run tracked no held-out set. Filled cells are passes."""
+    from qd_llm.evaluation.bestofn import AnswerTable
+    from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR
+
+    rows = [r for r in snapshot.metrics if r.get("heldout")]
+    if rows:
+        folder = snapshot.run.path / "heldout" / rows[-1]["heldout"]["taskset"]
+        split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+        columns, divider = split["val"] + split["test"], len(split["val"])
+        where = f"held-out tasks: validation | test (generation {rows[-1]['generation']})"
+    else:
+        folder = snapshot.run.path
+        columns, divider = [t.task_id for t in snapshot.tasks.active()], None
+        where = f"active tasks after generation {snapshot.generation}"
+    seeds = [g for g in snapshot.store.ids() if not snapshot.store.info(g).parents]
+    genomes = seeds + [g for g in snapshot.population if g not in seeds]
+    if not genomes or not columns:
+        return None
+    table = AnswerTable.from_files(
+        folder / EVALS_FILE, folder / INSTANCES_DIR, pass_threshold=snapshot.pass_threshold
+    ).subset(columns)
+    order = {t: i for i, t in enumerate(table.task_ids)}
+    skills = table.skills(genomes)[:, [order[t] for t in columns]]
+    fig, ax = new_figure()
+    ax.imshow(skills, cmap="Greens", vmin=0, vmax=1.3, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(genomes)), [_genome_label(snapshot, g) for g in genomes])
+    ax.tick_params(axis="y", labelsize=6)
+    if len(columns) <= 40:
+        # Imported ids share the set's name as a prefix; their ends tell them apart.
+        ax.set_xticks(range(len(columns)), [c[-24:] for c in columns], rotation=90, fontsize=5)
+    else:
+        ax.set_xticks([])
+    ax.set_xticks(np.arange(-0.5, len(columns)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(genomes)), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+    if divider is not None:
+        ax.axvline(divider - 0.5, color="black", linewidth=1.2)
+    ax.axhline(len(seeds) - 0.5, color="black", linewidth=1.2, linestyle=":")
+    ax.set_xlabel(where)
+    ax.set_title(
+        f"Who solves what: {len(seeds)} seeds above the dotted line, "
+        f"{len(genomes) - len(seeds)} more in the final population",
+        fontsize="medium",
+    )
+    return fig
 
 
 def _pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -330,6 +432,8 @@ def write_figures(
     figures["task_embeddings"] = task_embedding_figure(snapshot, embed=embed)
     figures["lineage"] = lineage_figure(snapshot)
     figures["operators"] = operator_figure(snapshot.metrics)
+    figures["heldout_coverage"] = heldout_figure(snapshot.metrics)
+    figures["pass_matrix"] = pass_matrix_figure(snapshot)
     return {
         name: save_figure(fig, out / f"{name}.png")
         for name, fig in figures.items()

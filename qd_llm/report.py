@@ -29,6 +29,12 @@ CAPTIONS = {
     "lineage": "Ancestry of the final population; edges coloured by the operator that made "
     "the child.",
     "operators": "Per-generation success rate of each breeding operator.",
+    "heldout_coverage": "Held-out test coverage@N over generations: taskforces of N genomes "
+    "chosen on the validation half of the held-out set and scored on its test half, for the "
+    "evolved population and niche elites (solid), the seed experts (dotted) and base-model "
+    "samples (dashed).",
+    "pass_matrix": "Who solves what: each row a seed expert or final-population genome, each "
+    "column a task (held-out validation | test, or the final active tasks); filled = passed.",
 }
 
 _STYLE = """
@@ -64,6 +70,14 @@ def key_numbers(snapshot: RunSnapshot) -> dict[str, str]:
         }
         if "task_vendi" in last:
             numbers["task Vendi score"] = f"{last['task_vendi']:.2f}"
+    heldout = [row for row in snapshot.metrics if row.get("heldout")]
+    if heldout:
+        test = heldout[-1]["heldout"]["test"]
+        numbers["held-out test coverage@N (evolved / seeds / control)"] = "; ".join(
+            f"N={n + 1}: "
+            + " / ".join(f"{test[p][n]:.3f}" for p in ("evolved", "seeds", "control") if p in test)
+            for n in range(len(test["evolved"]))
+        )
     return numbers
 
 

@@ -20,6 +20,7 @@ EXPECTED = (
     "progress_qd_score",
     "progress_pool",
     "task_embeddings",
+    "pass_matrix",
     "lineage",
     "operators",
 )

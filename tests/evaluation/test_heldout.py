@@ -195,3 +195,19 @@ def test_kill_during_heldout_evaluation_resumes_to_the_same_numbers(heldout_run,
     for log in (heldout_run.path / "heldout").rglob("evals.jsonl"):
         relative = log.relative_to(heldout_run.path)
         assert (out / relative).read_bytes() == log.read_bytes(), relative
+
+
+@pytest.mark.slow
+def test_plot_draws_heldout_coverage_and_who_solves_what(heldout_run):
+    from PIL import Image
+
+    from qd_llm.cli import main
+
+    assert main(["plot", str(heldout_run.path)]) == 0
+    for name in ("heldout_coverage", "pass_matrix"):
+        with Image.open(heldout_run.path / "figures" / f"{name}.png") as image:
+            assert image.size == (960, 720)
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20
+    page = (heldout_run.path / "report.html").read_text()
+    test = heldout_run.metrics()[-1]["heldout"]["test"]
+    assert f"N=1: {test['evolved'][0]:.3f} / {test['seeds'][0]:.3f}" in page
