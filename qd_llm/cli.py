@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "qd_llm.inference.serve_commands",
     "qd_llm.run_commands",
     "qd_llm.analysis_commands",
+    "qd_llm.experiment",
 )
 
 

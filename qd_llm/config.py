@@ -2,9 +2,9 @@
 
 A :class:`RunConfig` is a frozen tree of small dataclasses, one per concern
 (``population``, ``genomes``, ``operators``, ``tasks``, ``decoding``,
-``evaluation``, ``inference``, ``sandbox``, ``ray``, ``niche_map``). Keys are addressed with dots
-(``population.size``, ``tasks.adapt_every``); the top level holds ``seed``,
-``base_model``, ``preset`` and ``out_dir``.
+``evaluation``, ``inference``, ``sandbox``, ``ray``, ``niche_map``, ``tracking``). Keys
+are addressed with dots (``population.size``, ``tasks.adapt_every``); the top level
+holds ``seed``, ``base_model``, ``preset`` and ``out_dir``.
 
 A config is resolved in layers, each overriding the one before:
 
@@ -38,6 +38,7 @@ EXECUTORS = ("local", "ray")
 SCIENTISTS = ("procedural", "llm")
 GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
+WANDB_MODES = ("off", "offline", "online")
 PARENT_SELECTIONS = ("uniform",)
 SURVIVOR_SELECTIONS = ("dns", "random")
 
@@ -407,6 +408,26 @@ class NicheMapConfig:
             _require(getattr(self, key) >= 1, f"niche_map.{key}", "must be >= 1")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Where metrics rows are streamed besides ``metrics.jsonl`` (see :mod:`qd_llm.trackers`).
+
+    Attributes:
+        tensorboard: Write TensorBoard event files to ``RUN/tensorboard/``.
+        wandb: Weights & Biases: ``off``, ``offline`` (files in ``RUN/wandb/``,
+            no network) or ``online``.
+        wandb_project: The W&B project runs are logged to.
+    """
+
+    tensorboard: bool = False
+    wandb: str = "off"
+    wandb_project: str = "qd-llm"
+
+    def __post_init__(self):
+        _require(self.wandb in WANDB_MODES, "tracking.wandb", f"must be one of {WANDB_MODES}")
+        _require(bool(self.wandb_project), "tracking.wandb_project", "must not be empty")
+
+
 def _default_operators() -> dict[str, dict]:
     return {
         "linear": {"parents": 2},
@@ -454,6 +475,7 @@ class RunConfig:
     sandbox: SandboxSettings = dataclasses.field(default_factory=SandboxSettings)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     niche_map: NicheMapConfig = dataclasses.field(default_factory=NicheMapConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         _check_operators(self.operators)

@@ -55,6 +55,7 @@ from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
 from qd_llm.tasks.taskdir import TaskDir
+from qd_llm.trackers import Trackers
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Coevolution:
         self._owned: list = []  # components built here, closed by close()
         self._evaluator: Evaluator | None = None
         self._heldout: HeldOutTracker | None = None
+        self._trackers: Trackers | None = None
         self._started = False
 
     # --- components (built lazily: `status` and tests need none of them) ----------
@@ -159,7 +161,11 @@ class Coevolution:
         return self._evaluator
 
     def close(self) -> None:
-        """Closes the components this loop built (sandbox workers, backend)."""
+        """Closes the metrics trackers and the components this loop built
+        (sandbox workers, backend)."""
+        if self._trackers is not None:
+            self._trackers.close()
+            self._trackers = None
         for component in reversed(self._owned):
             component.close()
         self._owned.clear()
@@ -317,6 +323,9 @@ class Coevolution:
         if checkpoint is not None and self.config.genomes.keeps_only_live_weights():
             # The kill may have come between the checkpoint and its drop.
             self._drop_dead_weights()
+        self._trackers = Trackers.for_run(
+            self.config.tracking, self.run_dir.path, self.config.to_dict()
+        )
         self._started = True
 
     def step(self) -> dict:
@@ -347,6 +356,7 @@ class Coevolution:
         row["timings"] = {k: round(v, 3) for k, v in timings.items()}
         row["seconds"] = round(time.perf_counter() - start, 3)
         self.run_dir.append_metrics(row)
+        self._trackers.log(row)
         faults.maybe_kill("loop.metrics_appended")
         self.run_dir.save_checkpoint(self.generation, self.state_dict())
         faults.maybe_kill("loop.checkpoint_saved")

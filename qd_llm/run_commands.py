@@ -58,7 +58,12 @@ def register(subparsers) -> None:
     status.set_defaults(func=_status)
 
 
-def _execute(config, run: RunDir) -> int:
+def execute_run(config, run: RunDir) -> int:
+    """Runs (or resumes) the loop of ``run`` to its last generation and prints its status.
+
+    Raises:
+        QdLlmError: A storage problem stopped the run; it resumes from its last checkpoint.
+    """
     from qd_llm.loop import Coevolution
 
     loop = Coevolution(config, run)
@@ -93,13 +98,13 @@ def _run(args) -> int:
         path = Path(config.out_dir) / f"{stamp}-{config.preset}-seed{config.seed}"
     run = RunDir.create(path, config.to_dict())
     print(f"run directory: {run.path}", flush=True)
-    return _execute(config, run)
+    return execute_run(config, run)
 
 
 def _resume(args) -> int:
     run = RunDir.open(args.run_dir)
     print(f"resuming {run.path}", flush=True)
-    return _execute(config_from_dict(run.config()), run)
+    return execute_run(config_from_dict(run.config()), run)
 
 
 def _status(args) -> int:
