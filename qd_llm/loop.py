@@ -197,7 +197,12 @@ class Coevolution:
                     num_cpus=r.num_cpus or None,
                 )
             else:
-                self._sandbox = SandboxPool(config=config, workers=s.workers)
+                from qd_llm.inference.openai_client import OpenAIChatClient
+                from qd_llm.tasks.llm_judge import TaskJudge
+
+                # Reference tasks' eval_with_llm_judge: the environment's endpoint, on first use.
+                judge = TaskJudge(client_factory=OpenAIChatClient)
+                self._sandbox = SandboxPool(config=config, workers=s.workers, judge=judge)
         return self._sandbox
 
     @property
@@ -241,9 +246,13 @@ class Coevolution:
                 families=tasks.families or None, num_instances=tasks.instances_per_task
             )
         from qd_llm.inference.openai_client import OpenAIChatClient
+        from qd_llm.tasks.llm_judge import InterestingCheck
         from qd_llm.tasks.llm_scientist import LLMScientist
 
-        return LLMScientist(client=OpenAIChatClient())
+        client = OpenAIChatClient()
+        # The reference's "interestingly new" check on what the LLM scientist offers.
+        self.tasks.is_interesting = InterestingCheck(client=client)
+        return LLMScientist(client=client, sandbox=self.sandbox)
 
     def close(self) -> None:
         if self._sandbox is not None:
