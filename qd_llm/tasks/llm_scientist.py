@@ -27,6 +27,7 @@ the sandbox.
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -320,7 +321,8 @@ class LLMScientist(Scientist):
     Args:
         client: The chat model (e.g. an :class:`~qd_llm.inference.openai_client.OpenAIChatClient`).
         sandbox: Where drafts run: a running pool (the run's, with its limits and
-            judge; it stays open), or limits for a pool started per request;
+            judge; it stays open), or limits for a pool started per request
+            (a pool running elsewhere, e.g. on Ray actors, lends its limits);
             defaults to ``SandboxConfig()``.
         max_reflections: Follow-up rounds after the first reply (so at most
             ``1 + max_reflections`` drafts per request).
@@ -354,8 +356,6 @@ class LLMScientist(Scientist):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.answer_max_tokens = answer_max_tokens
-        # One scratch folder for every draft: a sandbox binds it once, not per draft.
-        self._scratch = tempfile.TemporaryDirectory(prefix="qd-llm-drafts-")
         self._drafts = 0
 
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
@@ -367,10 +367,12 @@ class LLMScientist(Scientist):
             QdLlmError: The chat server kept failing or refused the request
                 (a configuration problem, not a bad task).
         """
-        if isinstance(self.sandbox, SandboxConfig):
-            with SandboxPool(config=self.sandbox, workers=1) as pool:
-                return self._propose(request, Path(out_root), pool)
-        return self._propose(request, Path(out_root), self.sandbox)
+        if isinstance(self.sandbox, SandboxPool):
+            return self._propose(request, Path(out_root), self.sandbox)
+        # A pool running elsewhere (Ray actors) cannot see local drafts: only its limits apply.
+        config = getattr(self.sandbox, "config", self.sandbox)
+        with SandboxPool(config=config, workers=1) as pool:
+            return self._propose(request, Path(out_root), pool)
 
     def _propose(self, request: TaskRequest, out_root: Path, pool: SandboxPool) -> TaskDir:
         first = {"role": "user", "content": self._first_request(request)}
@@ -435,8 +437,8 @@ class LLMScientist(Scientist):
             return DraftReport(problems=tuple(problems), text="\n".join(problems))
         self._drafts += 1
         draft = write_task(
-            self._scratch.name,
-            task_id=f"draft-{self._drafts}",
+            _scratch().name,
+            task_id=f"draft-{id(self):x}-{self._drafts}",
             code=reply.code,
             info=reply.info,
             lineage=Lineage(),
@@ -520,6 +522,14 @@ class LLMScientist(Scientist):
             info=reply.info,
             lineage=lineage,
         )
+
+
+@functools.cache
+def _scratch() -> tempfile.TemporaryDirectory:
+    """Where drafts are written: one folder for the process's lifetime (removed at
+    exit), so a pool binds it into its sandboxes once and it never vanishes while a
+    pool still binds it."""
+    return tempfile.TemporaryDirectory(prefix="qd-llm-drafts-")
 
 
 def _excerpt(text: str) -> str:

@@ -8,21 +8,25 @@ judge cannot run here: a scripted backend behind the real OpenAI-compatible
 server stands in for it, deciding by a rule stated in this file.
 """
 
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _tiny_loop import TINY
 
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
 from qd_llm.inference.openai_client import OpenAIChatClient
 from qd_llm.inference.server import ChatCompletionServer
+from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.extract import extract_answer_acdc
 from qd_llm.tasks.llm_judge import (
     INTERESTING_SYSTEM_PROMPT,
@@ -31,7 +35,7 @@ from qd_llm.tasks.llm_judge import (
     TaskJudge,
 )
 from qd_llm.tasks.llm_scientist import LLMScientist
-from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool, ScoreJob
+from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool, ScoreJob, answer_judge_request
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
 from qd_llm.tasks.taskdir import TaskInfo, read_task
 
@@ -309,13 +313,99 @@ def test_llm_scientist_tests_drafts_in_the_given_pool_and_its_judge(tmp_path):
         server.start()
         client = _client(server)
         with SandboxPool(config=SandboxConfig(), workers=1, judge=TaskJudge(client=client)) as pool:
-            scientist = LLMScientist(client=client, sandbox=pool, max_reflections=0)
-            task = scientist.propose(TaskRequest(operation="initial"), tmp_path)
+            tasks = []
+            # A scientist per adaptation, as in the loop, on the run's one pool.
+            for out in ("first", "second"):
+                scientist = LLMScientist(client=client, sandbox=pool, max_reflections=0)
+                tasks.append(scientist.propose(TaskRequest(operation="initial"), tmp_path / out))
+                del scientist
+                gc.collect()
             # The pool is the caller's: still open and usable afterwards.
-            assert pool.load_instances(task.path)["1"].instructions.startswith("In one word")
-    # The draft's own answer was judged through the pool's judge: a new pool would have none.
-    assert task.lineage.extra["scientist_score"] == 1.0
-    assert len(backend.judge_prompts) == 2  # the scientist's answer and the smoke test
+            assert pool.load_instances(tasks[1].path)["1"].instructions.startswith("In one word")
+    # The drafts' own answers were judged by the pool's judge: a new pool would have none.
+    assert [t.lineage.extra["scientist_score"] for t in tasks] == [1.0, 1.0]
+    assert len(backend.judge_prompts) == 4  # per draft: the scientist's answer, the smoke test
+
+
+def test_loop_gives_the_llm_scientist_its_pool_and_the_interesting_check(
+    world_readable, judge_server, monkeypatch
+):
+    from qd_llm.config import load_config
+    from qd_llm.loop import Coevolution
+    from qd_llm.runs import RunDir
+
+    server, _ = judge_server
+    for name, value in _judge_env(server).items():
+        monkeypatch.setenv(name, value)
+    config = load_config(overrides=["tasks.scientist=llm", "progress=false"])
+    loop = Coevolution(config, RunDir.create(world_readable / "llm_wiring", config.to_dict()))
+    # The pool's archive, without loading the embedder (only the hook is looked at).
+    loop.tasks = TaskArchive(embedder=lambda texts: np.ones((len(texts), 2)))
+    try:
+        scientist = loop.make_scientist()
+        assert scientist.sandbox is loop.sandbox
+        assert isinstance(loop.tasks.is_interesting, InterestingCheck)
+        assert isinstance(loop.sandbox.judge, TaskJudge)
+    finally:
+        loop.close()
+
+
+# --- the judge channel under load and abuse --------------------------------------------
+
+SLOW_AND_GREEDY = """
+class TaskFamily:
+    @staticmethod
+    def get_tasks():
+        return {"1": {"calls": 1}, "2": {"calls": 3}}
+
+    @staticmethod
+    def get_instructions(t):
+        return "Say anything."
+
+    @staticmethod
+    def score(t, submission):
+        from sandbox_eval_helper import eval_with_llm_judge
+
+        verdicts = [eval_with_llm_judge("Say anything.", submission) for _ in range(t["calls"])]
+        return float(all(verdicts))
+"""
+
+
+def test_judge_time_is_not_the_jobs_and_calls_are_capped(world_readable):
+    task = _write_reference_task(world_readable / "judge_limits", "slow", SLOW_AND_GREEDY)
+
+    def slow_judge(instructions, submission, criteria):
+        time.sleep(1.5)  # longer than the job's wall-clock limit
+        return True
+
+    config = SandboxConfig(wall_seconds=1.0, max_judge_calls=2)
+    with SandboxPool(config=config, workers=1, judge=slow_judge) as pool:
+        instances = pool.load_instances(task)
+        once, thrice = pool.score_many(
+            [ScoreJob(task_dir=task, instance_id=i, data=instances[i].data, submission="hi")
+             for i in ("1", "2")]
+        )  # fmt: skip
+    assert (once.score, once.reason) == (1.0, None)
+    assert thrice.failed and "over 2 judge calls in a job" in thrice.reason
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        ("not a dict", "malformed"),
+        ({"instructions": 1, "submission": "x", "criteria": []}, "malformed"),
+        ({"instructions": "i", "submission": "x", "criteria": "c"}, "malformed"),
+        ({"instructions": "i", "submission": "x", "criteria": [1]}, "malformed"),
+        ({"instructions": "i", "submission": "boom", "criteria": []}, "RuntimeError: down"),
+    ],
+)
+def test_judge_requests_are_checked_and_judge_failures_reported(request_, error):
+    def judge(instructions, submission, criteria):
+        if submission == "boom":
+            raise RuntimeError("down")
+        return True
+
+    assert error in answer_judge_request(judge, request_)["error"]
 
 
 # --- inside a loop run -----------------------------------------------------------------
