@@ -109,7 +109,12 @@ def make_sandbox(config: RunConfig):
             address=r.address,
             num_cpus=r.num_cpus or None,
         )
-    return SandboxPool(config=sandbox_config, workers=s.workers)
+    from qd_llm.inference.openai_client import OpenAIChatClient
+    from qd_llm.tasks.llm_judge import TaskJudge
+
+    # Reference tasks' eval_with_llm_judge: the environment's endpoint, reached on first use.
+    judge = TaskJudge(client_factory=OpenAIChatClient)
+    return SandboxPool(config=sandbox_config, workers=s.workers, judge=judge)
 
 
 def make_embedder(config: RunConfig):
@@ -121,9 +126,15 @@ def make_embedder(config: RunConfig):
     return SentenceTransformer(resolve_embedder(config.embedder), device="cpu")
 
 
-def make_scientist(config: RunConfig):
+def make_scientist(config: RunConfig, *, sandbox=None):
     """The task scientist ``tasks.scientist`` names
-    (:class:`~qd_llm.tasks.scientist.Scientist`)."""
+    (:class:`~qd_llm.tasks.scientist.Scientist`).
+
+    Args:
+        config: The run's config.
+        sandbox: The run's sandbox pool; the LLM scientist tries its drafts there
+            (with the run's limits and judge) instead of in a pool of its own.
+    """
     tasks = config.tasks
     if tasks.scientist == "procedural":
         from qd_llm.tasks.procedural import ProceduralScientist
@@ -134,7 +145,23 @@ def make_scientist(config: RunConfig):
     from qd_llm.inference.openai_client import OpenAIChatClient
     from qd_llm.tasks.llm_scientist import LLMScientist
 
-    return LLMScientist(client=OpenAIChatClient())
+    return LLMScientist(client=OpenAIChatClient(), sandbox=sandbox)
+
+
+def make_interesting_check(config: RunConfig):
+    """The reference's "is this task interestingly new" check, asked of the
+    environment's judge endpoint, for runs with the LLM scientist (else None).
+
+    Returns:
+        A callable ``(candidate_info, nearest_infos) -> bool``
+        (:class:`~qd_llm.tasks.archive.TaskArchive`'s ``is_interesting`` hook), or None.
+    """
+    if config.tasks.scientist != "llm":
+        return None
+    from qd_llm.inference.openai_client import OpenAIChatClient
+    from qd_llm.tasks.llm_judge import InterestingCheck
+
+    return InterestingCheck(client=OpenAIChatClient())
 
 
 def make_gibberish_check(config: RunConfig) -> Callable[[Sequence[str]], bool]:

@@ -533,8 +533,18 @@ DEMO = {
     "inference": {"batch_size": 32},
 }
 
+# The paper's form, stated rather than implied: genomes are whole fine-tuned
+# checkpoints merged as task vectors (genomes.form=full). The reference evolves
+# Qwen2.5-7B with three full-weight seed experts, Qwen2.5-7B-Instruct,
+# Qwen2.5-Coder-7B-Instruct and Qwen2.5-Math-7B-Instruct (its configs/ac_dc.yaml),
+# and a Qwen2.5-72B-Instruct scientist and judge. Those need a model hub and a
+# GPU; this preset keeps that form on the base model that runs here, with its
+# built-in seed experts: give the paper's models with --set base_model=...,
+# genomes.seeds=[...] (local folders) and the endpoint variables.
 PAPER = {
     "preset": "paper",
+    "base_model": "smollm2-135m-instruct",
+    "genomes": {"form": "full", "seeds": "builtin"},
     "population": {"size": 16, "offspring": 8, "generations": 50, "dns_k": 3},
     "tasks": {
         "scientist": "llm",

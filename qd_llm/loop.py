@@ -60,6 +60,7 @@ from qd_llm.trackers import Trackers
 logger = logging.getLogger(__name__)
 
 _SEED_SPACE = 2**31
+_NOT_BUILT = object()  # a lazily built component that may legitimately be None
 
 
 def _unique(ids: Sequence[str]) -> list[str]:
@@ -112,6 +113,7 @@ class Coevolution:
         )
         self._backend, self._sandbox, self._embedder = backend, sandbox, embedder
         self._scientist = scientist
+        self._interesting_check = _NOT_BUILT
         self._owned: list = []  # components built here, closed by close()
         self._evaluator: Evaluator | None = None
         self._heldout: HeldOutTracker | None = None
@@ -143,8 +145,16 @@ class Coevolution:
     @property
     def scientist(self) -> Scientist:
         if self._scientist is None:
-            self._scientist = components.make_scientist(self.config)
+            self._scientist = components.make_scientist(self.config, sandbox=self.sandbox)
         return self._scientist
+
+    @property
+    def interesting_check(self):
+        """The task archive's last check on new tasks: the reference's "is it
+        interestingly new" question to the judge for LLM-scientist runs, else None."""
+        if self._interesting_check is _NOT_BUILT:
+            self._interesting_check = components.make_interesting_check(self.config)
+        return self._interesting_check
 
     @property
     def evaluator(self) -> Evaluator:
@@ -256,6 +266,7 @@ class Coevolution:
             k=c.tasks.novelty_k,
             threshold=c.tasks.novelty_threshold,
             capacity=c.tasks.pool_capacity,
+            is_interesting=self.interesting_check,
         )
         self.niche = NicheMap(
             dims=c.niche_map.dims,
@@ -285,7 +296,10 @@ class Coevolution:
         self.generation = int(state["generation"])
         self.population = [str(genome_id) for genome_id in state["population"]]
         self.tasks = TaskArchive.from_state_dict(
-            state["task_archive"], embedder=self.embedder, tasks_root=self.run_dir.tasks_dir
+            state["task_archive"],
+            embedder=self.embedder,
+            tasks_root=self.run_dir.tasks_dir,
+            is_interesting=self.interesting_check,
         )
         self.niche = NicheMap.from_state_dict(state["niche"])
         # The emitters serve the niche map's archive, as in a fresh run.

@@ -15,6 +15,7 @@ def test_paper_preset_matches_the_design():
     assert (c.tasks.novelty_k, c.tasks.novelty_threshold, c.tasks.easy_threshold) == (1, 0.3, 0.5)
     assert c.population.dns_k == 3 and c.decoding.max_new_tokens == 512
     assert c.decoding.temperature == 0.0 and c.tasks.scientist == "llm"
+    assert c.genomes.form == "full"  # whole checkpoints merged as task vectors, as in the paper
 
 
 def test_demo_preset_is_small_and_adapts_at_least_twice():

@@ -2,8 +2,9 @@
 
 For a set of genomes and tasks, :meth:`Evaluator.evaluate` builds every
 (genome, task, instance) request whose (genome, task) pair has no result yet,
-generates all of them in one mixed-adapter batch, extracts each answer with
-:func:`~qd_llm.tasks.extract.extract_answer`, scores them concurrently in the
+generates all of them in one mixed-adapter batch, extracts each answer the way
+its task asks (:func:`~qd_llm.tasks.extract.extract_with` and the task's
+``answer_extraction``), scores them concurrently in the
 sandbox and appends one record per instance to ``evals.jsonl``. A pair is
 never evaluated twice: records are read back on start, so a resumed run
 reuses them.
@@ -28,7 +29,7 @@ import numpy as np
 from qd_llm import atomic, faults
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
 from qd_llm.models.genome import GenomeStore
-from qd_llm.tasks.extract import extract_answer
+from qd_llm.tasks.extract import extract_with
 from qd_llm.tasks.sandbox import SandboxError, SandboxPool, ScoreJob
 from qd_llm.tasks.taskdir import TaskDir
 
@@ -178,7 +179,10 @@ class Evaluator:
         ]
         completions = self.backend.generate(requests, self.decoding)
         faults.maybe_kill("evaluate.generated")
-        extracted = [extract_answer(text) for text in completions]
+        extracted = [
+            extract_with(task.lineage.answer_extraction, text)
+            for (_, task, _, _), text in zip(rows, completions, strict=True)
+        ]
         results = self.sandbox.score_many(
             [
                 ScoreJob(task_dir=task.path, instance_id=iid, data=inst["data"], submission=answer)

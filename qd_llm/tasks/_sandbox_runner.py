@@ -6,12 +6,20 @@ documents the isolation).
 
 Protocol. The host writes jobs to stdin, one JSON object per line::
 
-    {"nonce": "<hex>", "kind": "score" | "load", "task_file": "/abs/task.py",
-     "data": ..., "submission": "..."}
+    {"nonce": "<hex>", "judge_nonce": "<hex>", "kind": "score" | "load",
+     "task_file": "/abs/task.py", "data": ..., "submission": "..."}
 
 and reads results from the result descriptor given by ``--result-fd``, as frames
 ``MAGIC + nonce (32 ASCII bytes) + 8-byte big-endian length + JSON payload``. A
 ``"ready"`` frame (nonce ``"0" * 32``) is sent once at start.
+
+Task code may ``import sandbox_eval_helper`` (the AC/DC reference's helper
+module, see :func:`_install_eval_helper`). Its ``eval_with_llm_judge`` asks the
+host: the child sends the request to this server on a private pipe, the server
+relays it as a frame tagged with the job's ``judge_nonce`` (so nothing the task
+writes can pose as one) and waits, still watching the job's limits, for the
+host's answer on stdin, one JSON line ``{"judge_reply": {...}}``, which it passes
+back to the child. The wall-clock limit does not run while the host is answering.
 
 A job may carry ``"cgroup": {"procs": N, "watches": [[label, key], ...]}``: then
 the host has sent, on the unix socket given by ``--control-fd`` just before the
@@ -54,14 +62,30 @@ _ERROR_CHARS = 600
 _TICK_SECONDS = 0.02
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _RSS_FIELD = 21  # field 24 of /proc/PID/stat, counted after the ")" that ends the name
+HELPER_MODULE = "sandbox_eval_helper"
+_MAX_JUDGE_REQUEST_BYTES = 1 << 20
+_CODE_BLOCK = "```python\n(.*?)\n```"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the channel closed")
+        data += chunk
+    return bytes(data)
 
 
 def write_frame(fd: int, nonce: str, payload: dict) -> None:
     body = json.dumps(payload).encode("utf-8")
-    buf = MAGIC + nonce.encode("ascii") + _LENGTH.pack(len(body)) + body
-    view = memoryview(buf)
-    while view:
-        view = view[os.write(fd, view) :]
+    _write_all(fd, MAGIC + nonce.encode("ascii") + _LENGTH.pack(len(body)) + body)
 
 
 def _make_non_dumpable() -> None:
@@ -104,7 +128,16 @@ def _apply_limits(limits: dict) -> None:
             resource.setrlimit(resource.RLIMIT_NPROC, (procs, procs))
 
 
+def _is_plain_method(cls: type, name: str) -> bool:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return not isinstance(vars(klass)[name], staticmethod | classmethod)
+    return False
+
+
 def _load_task_family(task_file: str, source: bytes):
+    """The task's ``TaskFamily``: the class, or an instance of it when a method is
+    a plain one (the reference instantiates the class; static methods work either way)."""
     module = type(sys)("task")
     module.__file__ = task_file
     sys.modules["task"] = module
@@ -112,7 +145,74 @@ def _load_task_family(task_file: str, source: bytes):
     family = getattr(module, "TaskFamily", None)
     if family is None:
         raise AttributeError("task.py defines no class TaskFamily")
+    if isinstance(family, type) and any(
+        _is_plain_method(family, name) for name in ("get_tasks", "get_instructions", "score")
+    ):
+        return family()
     return family
+
+
+# --- sandbox_eval_helper: what the AC/DC reference offers task code ------------------
+
+
+def get_function_name_to_callable(text: str) -> dict:
+    """The callables defined by the ```` ```python ```` blocks of ``text``, by name.
+
+    The reference's contract: every block runs, in order, in one namespace;
+    every callable whose name does not start with ``__`` is returned (imported
+    ones included); an error in the code propagates to the caller.
+    """
+    import re  # already loaded by json: no cost
+
+    namespace: dict = {}
+    for block in re.findall(_CODE_BLOCK, text, re.DOTALL):
+        exec(block, namespace)
+    return {
+        name: obj for name, obj in namespace.items() if callable(obj) and not name.startswith("__")
+    }
+
+
+class _JudgeChannel:
+    """The child's end of the judge channel: length-prefixed JSON requests and replies."""
+
+    def __init__(self, request_fd: int, reply_fd: int):
+        self.request_fd = request_fd
+        self.reply_fd = reply_fd
+
+    def ask(self, request: dict) -> dict:
+        body = json.dumps(request).encode("utf-8")
+        if len(body) > _MAX_JUDGE_REQUEST_BYTES:
+            raise ValueError(f"LLM judge request over {_MAX_JUDGE_REQUEST_BYTES} bytes")
+        _write_all(self.request_fd, _LENGTH.pack(len(body)) + body)
+        (length,) = _LENGTH.unpack(_read_exactly(self.reply_fd, _LENGTH.size))
+        return json.loads(_read_exactly(self.reply_fd, length))
+
+
+def _install_eval_helper(channel: _JudgeChannel) -> None:
+    """Makes ``import sandbox_eval_helper`` give task code the reference's helpers."""
+
+    def eval_with_llm_judge(instructions, submission, criteria=None) -> bool:
+        """Whether the run's LLM judge says ``submission`` succeeds at the task.
+
+        Raises:
+            RuntimeError: No judge is configured or it could not answer (the
+                scoring then fails with that reason, rather than scoring 0 silently).
+        """
+        reply = channel.ask(
+            {
+                "instructions": str(instructions),
+                "submission": str(submission),
+                "criteria": [str(c) for c in criteria or ()],
+            }
+        )
+        if "error" in reply:
+            raise RuntimeError(f"LLM judge: {reply['error']}")
+        return reply.get("decision") is True
+
+    module = type(sys)(HELPER_MODULE)
+    module.get_function_name_to_callable = get_function_name_to_callable
+    module.eval_with_llm_judge = eval_with_llm_judge
+    sys.modules[HELPER_MODULE] = module
 
 
 def _number_or_type(value) -> dict:
@@ -158,7 +258,7 @@ def _child(
     source: bytes,
     tmp: str,
     cfg: dict,
-    pipes: tuple[int, int, int],
+    pipes: tuple[int, int, int, int, int],
     cgroup_procs: list[int],
 ) -> None:
     """Runs one job and writes a length-prefixed JSON report to ``report_w``; never returns.
@@ -168,10 +268,11 @@ def _child(
         source: The task's source code.
         tmp: The job's private temp dir.
         cfg: The server's configuration.
-        pipes: Write ends for the report, stdout and stderr.
+        pipes: Write ends for the report, stdout, stderr and judge requests, and
+            the read end for judge replies.
         cgroup_procs: ``cgroup.procs`` descriptors of the cgroups to join.
     """
-    report_w, out_w, err_w = pipes
+    report_w, out_w, err_w, judge_w, reply_r = pipes
     try:
         os.setpgid(0, 0)
         for fd in cgroup_procs:
@@ -180,8 +281,11 @@ def _child(
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.closerange(3, report_w)
-        os.closerange(report_w + 1, 4096)
+        low = 3
+        for fd in sorted((report_w, judge_w, reply_r)):
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 4096)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child exits without closing
         sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
         sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
@@ -191,6 +295,7 @@ def _child(
         _apply_limits(cfg["limits"])
         if cfg["task_uid"] is not None:
             _drop_privileges(cfg["task_uid"])
+        _install_eval_helper(_JudgeChannel(judge_w, reply_r))
         report = _run_task(job, source)
     except MemoryError:
         report = {"ok": False, "error": "MemoryError: memory limit reached"}
@@ -344,24 +449,137 @@ def _receive_cgroup(job: dict, control) -> tuple[list[int], list[tuple[int, str,
     return procs, [(fd, *watch) for fd, watch in zip(counters, spec["watches"], strict=True)]
 
 
-def run_job(job: dict, cfg: dict, control=None) -> dict:
+class _Host:
+    """The server's channel to the host: lines in on stdin, frames out on the result fd."""
+
+    def __init__(self, result_fd: int):
+        self.result_fd = result_fd
+        self.fd = 0
+        self._buffer = bytearray()
+
+    def fill(self) -> None:
+        """Reads what the host sent so far.
+
+        Raises:
+            EOFError: The host closed stdin (it is gone: the server ends).
+        """
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            raise EOFError("the host closed stdin")
+        self._buffer += chunk
+
+    def pop_line(self) -> bytes | None:
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return line
+
+    def read_line(self) -> bytes | None:
+        """The next line, waiting for it; None once the host closed stdin."""
+        while (line := self.pop_line()) is None:
+            try:
+                self.fill()
+            except EOFError:
+                return None
+        return line
+
+
+class _JudgeRelay:
+    """Relays one job's judge requests from its child to the host and the answers back.
+
+    Args:
+        host: The channel to the host.
+        nonce: The job's ``judge_nonce``, tagging request frames.
+        request_fd: Read end of the child's request pipe.
+        reply_fd: Write end of the child's reply pipe.
+    """
+
+    def __init__(self, host: _Host, nonce: str, request_fd: int, reply_fd: int):
+        self.host = host
+        self.nonce = nonce
+        self.request_fd = request_fd
+        self.reply_fd = reply_fd
+        self._buffer = bytearray()
+        self.waiting_since: float | None = None  # the host is answering
+
+    def read_request(self) -> bool:
+        """Reads from the child and relays a complete request; False once the pipe closed.
+
+        Raises:
+            ValueError: The child sent a request over the size limit.
+        """
+        chunk = os.read(self.request_fd, 1 << 16)
+        if not chunk:
+            return False
+        self._buffer += chunk
+        if self.waiting_since is None and len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > _MAX_JUDGE_REQUEST_BYTES:
+                raise ValueError(f"LLM judge request over {_MAX_JUDGE_REQUEST_BYTES} bytes")
+            if len(self._buffer) >= _LENGTH.size + length:
+                body = bytes(self._buffer[_LENGTH.size : _LENGTH.size + length])
+                del self._buffer[: _LENGTH.size + length]
+                self._relay(body)
+        return True
+
+    def _relay(self, body: bytes) -> None:
+        try:
+            request = json.loads(body)
+        except ValueError:
+            self._answer({"error": "malformed judge request"})
+            return
+        write_frame(self.host.result_fd, self.nonce, {"judge_request": request})
+        self.waiting_since = time.monotonic()
+
+    def read_reply(self) -> float:
+        """Reads the host's answer if it is complete, passes it on, and returns the
+        seconds the host took (0 while it is still answering)."""
+        self.host.fill()
+        line = self.host.pop_line()
+        if line is None:
+            return 0.0
+        try:
+            reply = json.loads(line)["judge_reply"]
+        except (ValueError, KeyError, TypeError):
+            reply = {"error": "malformed answer from the host"}
+        self._answer(reply)
+        waited = time.monotonic() - self.waiting_since
+        self.waiting_since = None
+        return waited
+
+    def _answer(self, reply: dict) -> None:
+        body = json.dumps(reply).encode("utf-8")
+        # The child may be gone: that must not kill the server with SIGPIPE.
+        previous = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            _write_all(self.reply_fd, _LENGTH.pack(len(body)) + body)
+        except OSError:
+            pass
+        finally:
+            signal.signal(signal.SIGPIPE, previous)
+
+
+def run_job(job: dict, cfg: dict, host: _Host, control=None) -> dict:
     """Runs one job in a forked child and returns the payload to relay.
 
     Args:
         job: The job message.
         cfg: The server's configuration.
+        host: The channel to the host (for judge requests).
         control: The socket the host sends the job's cgroup descriptors on.
     """
     cgroup_procs, watches = _receive_cgroup(job, control)
     try:
-        return _run_job(job, cfg, cgroup_procs, _Limits(cfg, watches))
+        return _run_job(job, cfg, host, cgroup_procs, _Limits(cfg, watches))
     finally:
         for fd in (*cgroup_procs, *(w[0] for w in watches)):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
 
-def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> dict:
+def _run_job(job: dict, cfg: dict, host: _Host, cgroup_procs: list[int], limits: _Limits) -> dict:
     try:
         with open(job["task_file"], "rb") as f:  # read here: the task's uid may not reach it
             source = f.read()
@@ -374,16 +592,19 @@ def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> 
     report_r, report_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    judge_r, judge_w = os.pipe()
+    reply_r, reply_w = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(job, source, tmp, cfg, (report_w, out_w, err_w), cgroup_procs)
-    for fd in (report_w, out_w, err_w):
+        _child(job, source, tmp, cfg, (report_w, out_w, err_w, judge_w, reply_r), cgroup_procs)
+    for fd in (report_w, out_w, err_w, judge_w, reply_r):
         os.close(fd)
     pidfd = os.pidfd_open(pid)
     report = bytearray()
     streams = {out_r: _Capped(cfg["max_output_bytes"]), err_r: _Capped(cfg["max_output_bytes"])}
-    open_fds = {report_r, out_r, err_r, pidfd}
+    judge = _JudgeRelay(host, job.get("judge_nonce", READY_NONCE), judge_r, reply_w)
+    open_fds = {report_r, out_r, err_r, pidfd, judge_r}
     status = None
     limit_reached = None
     deadline = start + cfg["wall_seconds"]
@@ -396,12 +617,26 @@ def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> 
                 if limit_reached:
                     break
                 next_check = now + _TICK_SECONDS
+            waiting = judge.waiting_since is not None
             remaining = deadline - now
-            if remaining <= 0:
+            if remaining <= 0 and not waiting:
                 break
-            wait = min(remaining, _TICK_SECONDS) if limits.active else remaining
-            ready, _, _ = select.select(list(open_fds), [], [], wait)
+            wait = None if waiting else remaining
+            if limits.active:
+                wait = _TICK_SECONDS if wait is None else min(wait, _TICK_SECONDS)
+            watched = [*open_fds, host.fd] if waiting else list(open_fds)
+            ready, _, _ = select.select(watched, [], [], wait)
             for fd in ready:
+                if fd == host.fd:
+                    deadline += judge.read_reply()  # the host's time is not the job's
+                    continue
+                if fd == judge_r:
+                    try:
+                        if not judge.read_request():
+                            open_fds.discard(judge_r)
+                    except ValueError as e:
+                        limit_reached = str(e)
+                    continue
                 if fd == pidfd:
                     status = os.waitpid(pid, 0)[1]
                     open_fds.discard(pidfd)
@@ -414,6 +649,8 @@ def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> 
                         report += chunk
                 else:
                     streams[fd].add(chunk)
+            if limit_reached:
+                break
         # The report is written before the child exits: drain what is buffered.
         os.set_blocking(report_r, False)
         while report_r in open_fds:
@@ -437,7 +674,7 @@ def _run_job(job: dict, cfg: dict, cgroup_procs: list[int], limits: _Limits) -> 
         if status is None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)  # killed above; reap it
-        for fd in (report_r, out_r, err_r, pidfd):
+        for fd in (report_r, out_r, err_r, pidfd, judge_r, reply_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
         _remove_tree(tmp)
@@ -488,9 +725,12 @@ def main() -> None:
     _make_non_dumpable()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     write_frame(result_fd, READY_NONCE, {"ready": True, "pid": os.getpid()})
-    for line in sys.stdin.buffer:
+    host = _Host(result_fd)
+    while (line := host.read_line()) is not None:
         job = json.loads(line)
-        payload = run_job(job, cfg, control)
+        if "judge_reply" in job:
+            continue  # answers a request of a job that ended before the answer came
+        payload = run_job(job, cfg, host, control)
         write_frame(result_fd, job["nonce"], payload)
 
 

@@ -1,7 +1,15 @@
 r"""Answer extraction: the part of a model's reply that gets scored.
 
-One rule, :func:`extract_answer`, applied to every reply before scoring (unless
-the user opts out). In order of precedence:
+Each task says in its ``metadata.json`` (``answer_extraction``, see
+:mod:`qd_llm.tasks.taskdir`) which of :data:`EXTRACTIONS` its ``score`` receives:
+
+* ``qd_llm``: :func:`extract_answer`, this project's rule (below); the default of
+  every task qd_llm writes.
+* ``acdc``: :func:`extract_answer_acdc`, the AC/DC reference's rule, for task
+  directories written for the reference, which expect exactly what it passes.
+* ``raw``: the whole reply, untouched.
+
+This project's rule, in order of precedence:
 
 1. **Boxed**: the content of the last ``\boxed{...}`` with balanced braces
    (nested braces kept, e.g. ``\boxed{\frac{1}{2}}`` gives ``\frac{1}{2}``).
@@ -26,6 +34,9 @@ wrapping Markdown emphasis or inline-code/math delimiters (``**5**``, ```5```,
 
 import re
 
+EXTRACTIONS = ("qd_llm", "acdc", "raw")
+#: What the reference passes to ``score`` when a reply has none of its markers.
+ACDC_NO_ANSWER = "No answer found."
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MARKER = re.compile(
     r"(?:\*\*|__)?\b(?:final\s+)?answer\b\s*(?:\*\*|__)?\s*:(?:\*\*|__)?",
@@ -33,6 +44,11 @@ _MARKER = re.compile(
 )
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
 _WRAPPERS = ("**", "__", "`", "$", "*")
+# The reference's patterns: greedy, from the first marker to the end of the text.
+_ACDC_BOXED_LINE = re.compile(r"\\boxed\{(.*)\}")
+_ACDC_BOXED = re.compile(r"\\boxed\{(.*)\}", re.DOTALL)
+_ACDC_HASHES = re.compile(r"####(.*)", re.DOTALL)
+_ACDC_ANSWER = re.compile(r"Answer:(.*)", re.DOTALL)
 
 
 def _last_boxed(text: str) -> str | None:
@@ -89,3 +105,44 @@ def extract_answer(text: str) -> str:
     if fences:
         return fences[-1].group(1).strip("\n")
     return text.strip()
+
+
+def extract_answer_acdc(text: str) -> str:
+    r"""The AC/DC reference's answer extraction, reimplemented to give the same strings.
+
+    On the stripped reply, the first rule that matches wins: from the first
+    ``\boxed{`` to the last ``}`` (only when one line holds both); everything
+    after the first ``####``, stripped; everything after the first ``Answer:``
+    (case-sensitive, not stripped: tasks strip). A reply with none of them
+    gives :data:`ACDC_NO_ANSWER`, as in the reference.
+
+    Args:
+        text: The model's full reply.
+    """
+    text = text.strip()
+    if _ACDC_BOXED_LINE.search(text):
+        return _ACDC_BOXED.search(text).group(1)
+    hashes = _ACDC_HASHES.search(text)
+    if hashes:
+        return hashes.group(1).strip()
+    answer = _ACDC_ANSWER.search(text)
+    return answer.group(1) if answer else ACDC_NO_ANSWER
+
+
+def extract_with(extraction: str, text: str) -> str:
+    """The part of ``text`` a task with this ``answer_extraction`` scores.
+
+    Args:
+        extraction: One of :data:`EXTRACTIONS`.
+        text: The model's full reply.
+
+    Raises:
+        ValueError: ``extraction`` is not one of :data:`EXTRACTIONS`.
+    """
+    if extraction == "qd_llm":
+        return extract_answer(text)
+    if extraction == "acdc":
+        return extract_answer_acdc(text)
+    if extraction == "raw":
+        return text
+    raise ValueError(f"answer extraction must be one of {EXTRACTIONS}, got {extraction!r}")

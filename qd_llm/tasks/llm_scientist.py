@@ -6,8 +6,9 @@ The flow is AC/DC's (after Automated Capability Discovery):
    pass rate) and a few other archive tasks, and asked for an initial, easier,
    harder or novel task as one JSON object: the ``task.json`` fields, a
    ``thought``, the full ``task.py`` source as ``task_family``, and ``done``.
-2. Each reply is written to a scratch directory and run in the sandbox
-   (``get_tasks``, ``get_instructions``); the scientist then answers one
+2. Each reply is written to a scratch directory and run in the sandbox — the
+   run's own pool when one is given, else one pool per request shared by its
+   drafts (``get_tasks``, ``get_instructions``); the scientist then answers one
    instance itself and its answer is scored in the sandbox. What happened —
    errors, the instance count, an instruction, its own answer and score — goes
    back to it with a request to fix the task or reply ``done``.
@@ -26,10 +27,12 @@ the sandbox.
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -317,7 +320,10 @@ class LLMScientist(Scientist):
 
     Args:
         client: The chat model (e.g. an :class:`~qd_llm.inference.openai_client.OpenAIChatClient`).
-        sandbox: Limits for running drafts; defaults to ``SandboxConfig()``.
+        sandbox: Where drafts run: a running pool (the run's, with its limits and
+            judge; it stays open), or limits for a pool started per request
+            (a pool running elsewhere, e.g. on Ray actors, lends its limits);
+            defaults to ``SandboxConfig()``.
         max_reflections: Follow-up rounds after the first reply (so at most
             ``1 + max_reflections`` drafts per request).
         num_examples: Archive tasks shown besides the parent.
@@ -332,7 +338,7 @@ class LLMScientist(Scientist):
         self,
         *,
         client: ChatClient,
-        sandbox: SandboxConfig | None = None,
+        sandbox: SandboxPool | SandboxConfig | None = None,
         max_reflections: int = 3,
         num_examples: int = 3,
         temperature: float = 0.7,
@@ -350,6 +356,7 @@ class LLMScientist(Scientist):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.answer_max_tokens = answer_max_tokens
+        self._drafts = 0
 
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
         """Asks the model for a task, refines it for up to ``max_reflections`` rounds.
@@ -360,6 +367,14 @@ class LLMScientist(Scientist):
             QdLlmError: The chat server kept failing or refused the request
                 (a configuration problem, not a bad task).
         """
+        if isinstance(self.sandbox, SandboxPool):
+            return self._propose(request, Path(out_root), self.sandbox)
+        # A pool running elsewhere (Ray actors) cannot see local drafts: only its limits apply.
+        config = getattr(self.sandbox, "config", self.sandbox)
+        with SandboxPool(config=config, workers=1) as pool:
+            return self._propose(request, Path(out_root), pool)
+
+    def _propose(self, request: TaskRequest, out_root: Path, pool: SandboxPool) -> TaskDir:
         first = {"role": "user", "content": self._first_request(request)}
         history = [{"role": "system", "content": prompts.SYSTEM_PROMPT}, first]
         rounds = 1 + self.max_reflections
@@ -380,7 +395,7 @@ class LLMScientist(Scientist):
                     round=round_index + 2, rounds=rounds, reason=e
                 )
             else:
-                report = self._try_draft(reply, request.seed + round_index)
+                report = self._try_draft(reply, request.seed + round_index, pool)
                 outcome = "; ".join(report.problems) or f"passed (done={reply.done})"
                 if report.passed:
                     accepted = (reply, report, round_index)
@@ -397,7 +412,7 @@ class LLMScientist(Scientist):
             history.append({"role": "user", "content": follow_up})
         if accepted is None:
             raise TaskRejected(f"no working task after {rounds} round(s); last: {last_problem}")
-        return self._write(*accepted, request, Path(out_root))
+        return self._write(*accepted, request, out_root)
 
     # -- prompts ------------------------------------------------------------------
 
@@ -416,17 +431,19 @@ class LLMScientist(Scientist):
 
     # -- testing a draft ------------------------------------------------------------
 
-    def _try_draft(self, reply: ScientistReply, seed: int) -> DraftReport:
+    def _try_draft(self, reply: ScientistReply, seed: int, pool: SandboxPool) -> DraftReport:
         problems = static_problems(reply.code)
         if problems:
             return DraftReport(problems=tuple(problems), text="\n".join(problems))
-        with (
-            tempfile.TemporaryDirectory(prefix="qd-llm-draft-") as scratch,
-            SandboxPool(config=self.sandbox, workers=1) as pool,
-        ):
-            draft = write_task(
-                scratch, task_id="draft", code=reply.code, info=reply.info, lineage=Lineage()
-            )
+        self._drafts += 1
+        draft = write_task(
+            _scratch().name,
+            task_id=f"draft-{id(self):x}-{self._drafts}",
+            code=reply.code,
+            info=reply.info,
+            lineage=Lineage(),
+        )
+        try:
             try:
                 instances = pool.load_instances(draft.path)
             except SandboxError as e:
@@ -455,6 +472,8 @@ class LLMScientist(Scientist):
                     for submission in (answer, SMOKE_SUBMISSION)
                 ]
             )
+        finally:
+            shutil.rmtree(draft.path, ignore_errors=True)
         problems = []
         if empty:
             problems.append(f"get_instructions() returned empty text for {', '.join(empty[:5])}")
@@ -503,6 +522,14 @@ class LLMScientist(Scientist):
             info=reply.info,
             lineage=lineage,
         )
+
+
+@functools.cache
+def _scratch() -> tempfile.TemporaryDirectory:
+    """Where drafts are written: one folder for the process's lifetime (removed at
+    exit), so a pool binds it into its sandboxes once and it never vanishes while a
+    pool still binds it."""
+    return tempfile.TemporaryDirectory(prefix="qd-llm-drafts-")
 
 
 def _excerpt(text: str) -> str:

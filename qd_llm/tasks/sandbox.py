@@ -55,9 +55,19 @@ returns a non-number scores 0.0 with a ``reason``. Not defended against: a
 submission that ``score()`` executes in-process tampering with that process (it
 *is* the scorer).
 
-AC/DC-generated tasks may import ``src.eval_helper.eval_with_llm_judge``; no
-judge is wired into the sandbox yet, so such scorings fail with
-``ModuleNotFoundError`` and score 0 with that reason.
+Task code may ``import sandbox_eval_helper``, the AC/DC reference's helper module:
+``get_function_name_to_callable(text)`` runs the ```` ```python ```` blocks of a
+reply (in the task's process, as the reference does) and returns their
+callables by name; ``eval_with_llm_judge(instructions, submission, criteria)``
+asks the pool's ``judge``. The sandbox has no network, so the judge is never
+called from inside it: the request travels to the fork-server, which relays it
+to this process (a frame with a per-job tag task code cannot forge), where the
+pool's judge answers (typically a :class:`qd_llm.tasks.llm_judge.TaskJudge` on
+the run's OpenAI-compatible endpoint) and the answer travels back. The request
+is data only (strings), checked here; a job may ask at most
+:attr:`SandboxConfig.max_judge_calls` times, and the time the judge takes does
+not count against the job's wall-clock limit. Without a judge, or when it
+fails, ``eval_with_llm_judge`` raises and the scoring fails with that reason.
 """
 
 import contextlib
@@ -78,7 +88,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,6 +117,7 @@ _INSTALL_BWRAP = (
     "install it with `apt-get install bubblewrap` (Debian/Ubuntu) or `dnf install bubblewrap`"
 )
 _READ_CHUNK = 1 << 16
+_JUDGE_ERROR_CHARS = 300
 
 
 class SandboxError(QdLlmError):
@@ -139,6 +150,7 @@ class SandboxConfig:
         task_uid: When this process is root, the uid (and gid) task code runs
             as: root is exempt from the process limit and may signal the
             fork-server. None keeps root (weaker).
+        max_judge_calls: Most ``eval_with_llm_judge`` calls one job may make.
     """
 
     isolation: str = "auto"
@@ -155,6 +167,7 @@ class SandboxConfig:
     hidden_paths: tuple[str, ...] = ("/root", "/home", "/run/user", "/var/tmp")
     startup_seconds: float = 10.0
     task_uid: int | None = 65534
+    max_judge_calls: int = 8
 
     def __post_init__(self):
         if self.isolation not in ISOLATIONS:
@@ -355,6 +368,34 @@ def _runner_binds(config: SandboxConfig) -> set[str]:
 # --- one sandboxed fork-server -------------------------------------------------------
 
 
+#: The host side of ``sandbox_eval_helper.eval_with_llm_judge``:
+#: ``judge(instructions, submission, criteria)`` is True when the submission succeeds.
+Judge = Callable[[str, str, Sequence[str]], bool]
+
+
+def answer_judge_request(judge: Judge | None, request) -> dict:
+    """The reply to one judge request from task code: ``{"decision": bool}`` or ``{"error"}``.
+
+    The request is untrusted data: anything but strings where strings belong is refused.
+    """
+    if judge is None:
+        return {"error": "no LLM judge is configured for this sandbox"}
+    fields = request if isinstance(request, dict) else {}
+    instructions, submission = fields.get("instructions"), fields.get("submission")
+    criteria = fields.get("criteria")
+    if not (
+        isinstance(instructions, str)
+        and isinstance(submission, str)
+        and isinstance(criteria, list)
+        and all(isinstance(c, str) for c in criteria)
+    ):
+        return {"error": "malformed judge request"}
+    try:
+        return {"decision": bool(judge(instructions, submission, criteria))}
+    except Exception as e:  # the judge's failure is this scoring's, never the pool's
+        return {"error": f"{type(e).__name__}: {e}"[:_JUDGE_ERROR_CHARS]}
+
+
 class _WorkerDied(Exception):
     """The sandbox process went away or stopped answering."""
 
@@ -368,6 +409,7 @@ class _Worker:
         binds: Host paths to bind read-only.
         cgroups: Makes each job's cgroups; None without.
         process_rlimit: RLIMIT_NPROC of the task's processes; None leaves it.
+        judge: Answers the jobs' judge requests; None refuses them.
     """
 
     def __init__(
@@ -378,8 +420,10 @@ class _Worker:
         binds: frozenset[str],
         cgroups: _cgroups.JobCgroups | None,
         process_rlimit: int | None,
+        judge: Judge | None = None,
     ):
         self._config = config
+        self._judge = judge
         self.binds = binds
         self._cgroups = cgroups
         self._tmp_root = None if isolation == "bwrap" else tempfile.mkdtemp(prefix="qd-sandbox-")
@@ -437,7 +481,7 @@ class _Worker:
         self._results = read_fd
         self._buffer = bytearray()
         try:
-            self._read_frame(runner.READY_NONCE, config.startup_seconds)
+            self._read_frame((runner.READY_NONCE,), config.startup_seconds)
         except _WorkerDied as e:
             detail = self._stderr_tail()
             self.close()
@@ -478,32 +522,48 @@ class _Worker:
         return {**payload, **peaks}
 
     def _send(self, message: dict) -> dict:
-        nonce = secrets.token_hex(16)
+        nonce, judge_nonce = secrets.token_hex(16), secrets.token_hex(16)
         try:
-            self._proc.stdin.write(json.dumps({**message, "nonce": nonce}).encode() + b"\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.close()
-            raise _WorkerDied("sandbox process exited") from None
-        try:
-            return self._read_frame(nonce, self._config.wall_seconds + 5.0)
+            self._write_line({**message, "nonce": nonce, "judge_nonce": judge_nonce})
+            judge_calls = 0
+            while True:
+                tag, payload = self._read_frame(
+                    (nonce, judge_nonce), self._config.wall_seconds + 5.0
+                )
+                if tag == nonce:
+                    return payload
+                judge_calls += 1
+                if judge_calls > self._config.max_judge_calls:
+                    reply = {"error": f"over {self._config.max_judge_calls} judge calls in a job"}
+                else:
+                    reply = answer_judge_request(self._judge, payload.get("judge_request"))
+                self._write_line({"judge_reply": reply})
         except _WorkerDied:
             self.close()
             raise
 
-    def _read_frame(self, nonce: str, timeout: float) -> dict:
+    def _write_line(self, message: dict) -> None:
+        try:
+            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _WorkerDied("sandbox process exited") from None
+
+    def _read_frame(self, nonces: Sequence[str], timeout: float) -> tuple[str, dict]:
+        """The next frame, which must carry one of ``nonces``: ``(its nonce, payload)``."""
         deadline = time.monotonic() + timeout
-        header = runner.MAGIC + nonce.encode("ascii")
+        headers = {runner.MAGIC + nonce.encode("ascii"): nonce for nonce in nonces}
         while True:
             if len(self._buffer) >= _FRAME_HEADER:
-                if not self._buffer.startswith(header):
+                header = bytes(self._buffer[: _FRAME_HEADER - 8])
+                if header not in headers:
                     raise _WorkerDied("result channel out of sync")
                 (length,) = struct.unpack_from(">Q", self._buffer, len(header))
                 end = _FRAME_HEADER + length
                 if len(self._buffer) >= end:
                     body = bytes(self._buffer[_FRAME_HEADER:end])
                     del self._buffer[:end]
-                    return json.loads(body)
+                    return headers[header], json.loads(body)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _WorkerDied(f"no answer within {timeout:g} s")
@@ -617,6 +677,8 @@ class SandboxPool:
     Args:
         config: Isolation and limits.
         workers: Number of sandboxes, i.e. concurrent jobs.
+        judge: Answers task code's ``sandbox_eval_helper.eval_with_llm_judge``
+            calls (see the module documentation); None: such calls fail.
 
     Attributes:
         limits_mechanism: What bounds the memory and process count of a whole
@@ -624,11 +686,12 @@ class SandboxPool:
             (see the module documentation); checked by making a cgroup, not assumed.
     """
 
-    def __init__(self, *, config: SandboxConfig, workers: int):
+    def __init__(self, *, config: SandboxConfig, workers: int, judge: Judge | None = None):
         if workers < 1:
             raise QdLlmError(f"sandbox workers must be >= 1, got {workers}")
         self.config = config
         self.workers = workers
+        self.judge = judge
         self.isolation = resolve_isolation(config)
         self._cgroups, self.limits_mechanism = self._job_limits()
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
@@ -711,6 +774,7 @@ class SandboxPool:
                     binds=self._binds,
                     cgroups=self._cgroups,
                     process_rlimit=self._process_rlimit(),
+                    judge=self.judge,
                 ).result()
             try:
                 return worker.run(message)

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
-from qd_llm.tasks.extract import extract_answer
+from qd_llm.tasks.extract import EXTRACTIONS, extract_with
+from qd_llm.tasks.llm_judge import TaskJudge
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool, ScoreJob
 from qd_llm.tasks.taskdir import list_tasks, read_task
 
@@ -21,17 +22,26 @@ def register(subparsers) -> None:
     score = subparsers.add_parser(
         "score",
         help="score one answer on a task instance (in the sandbox)",
-        description="Extract the answer from TEXT (see qd_llm.tasks.extract), score it with "
+        description="Extract the answer from TEXT the way the task asks (its metadata.json "
+        "answer_extraction: qd_llm, acdc or raw; see qd_llm.tasks.extract), score it with "
         "the task's score() inside the sandbox and print one JSON object with score, "
-        "reason, instance_id and extracted_answer.",
+        "reason, instance_id, extraction and extracted_answer. A task calling the AC/DC "
+        "helper eval_with_llm_judge is judged by the OpenAI-compatible endpoint of the "
+        "environment (QD_LLM_OPENAI_BASE_URL, QD_LLM_OPENAI_MODEL).",
     )
     score.add_argument("task_dir", type=Path, metavar="TASK_DIR")
     answer = score.add_mutually_exclusive_group(required=True)
     answer.add_argument("--answer", metavar="TEXT", help="the model's reply")
     answer.add_argument("--answer-file", type=Path, metavar="F", help="read the reply from F")
     score.add_argument("--instance", metavar="ID", help="instance id (default: the first)")
-    score.add_argument(
-        "--no-extract", action="store_true", help="score the reply as is, without extraction"
+    extraction = score.add_mutually_exclusive_group()
+    extraction.add_argument(
+        "--extract",
+        choices=EXTRACTIONS,
+        help="answer extraction to use instead of the task's own",
+    )
+    extraction.add_argument(
+        "--no-extract", action="store_true", help="score the reply as is (same as --extract raw)"
     )
     score.add_argument(
         "--isolation",
@@ -53,7 +63,7 @@ def register(subparsers) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    read_task(args.task_dir)  # a clear error before any sandbox starts
+    task = read_task(args.task_dir)  # a clear error before any sandbox starts
     if args.answer_file is not None:
         try:
             reply = args.answer_file.read_text(encoding="utf-8")
@@ -61,8 +71,11 @@ def _score(args: argparse.Namespace) -> int:
             raise QdLlmError(f"cannot read --answer-file: {e.strerror}: {args.answer_file}") from e
     else:
         reply = args.answer
-    submission = reply if args.no_extract else extract_answer(reply)
-    with SandboxPool(config=SandboxConfig(isolation=args.isolation), workers=1) as pool:
+    extraction = "raw" if args.no_extract else args.extract or task.lineage.answer_extraction
+    submission = extract_with(extraction, reply)
+    with SandboxPool(
+        config=SandboxConfig(isolation=args.isolation), workers=1, judge=_environment_judge()
+    ) as pool:
         instances = pool.load_instances(args.task_dir)
         instance_id = args.instance if args.instance is not None else next(iter(instances))
         if instance_id not in instances:
@@ -83,6 +96,7 @@ def _score(args: argparse.Namespace) -> int:
         "instance_id": instance_id,
         "score": result.score,
         "reason": result.reason,
+        "extraction": extraction,
         "extracted_answer": submission,
         "seconds": round(result.seconds, 4),
     }
@@ -92,6 +106,17 @@ def _score(args: argparse.Namespace) -> int:
             f"score() of {args.task_dir} failed on instance {instance_id!r}: {result.reason}"
         )
     return 0
+
+
+def _environment_judge():
+    """A judge on the environment's OpenAI-compatible endpoint, connected on first use.
+
+    This command is the CLI's (the top layer), so it may reach the inference layer;
+    a task that never calls the judge needs no endpoint.
+    """
+    from qd_llm.inference.openai_client import OpenAIChatClient
+
+    return TaskJudge(client_factory=OpenAIChatClient)
 
 
 def _list(args: argparse.Namespace) -> int:

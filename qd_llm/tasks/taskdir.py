@@ -2,15 +2,23 @@
 
 A task directory holds three files::
 
-    task.py        class TaskFamily with static methods
+    task.py        class TaskFamily with methods (static or plain)
                      get_tasks() -> {instance_id: data}
                      get_instructions(data) -> str
                      score(data, submission) -> float in [0, 1] (or None)
     task.json      name_of_task, description_of_task, capability_being_measured,
                    estimated_human_difficulty ("1".."5"), example_instruction
     metadata.json  lineage: parent_task, generation_type, parent_pass_rate,
-                   created_at_generation (plus free-form extras such as the
-                   scientist that wrote it)
+                   created_at_generation, answer_extraction (plus free-form
+                   extras such as the scientist that wrote it)
+
+``answer_extraction`` says what ``score`` receives (see :mod:`qd_llm.tasks.extract`).
+Task directories written for the AC/DC reference lack it (their metadata.json
+is e.g. ``{"embedding": []}``) and get ``acdc``, the reference's own extraction,
+so they score as they do there; a metadata.json without it but with
+``created_at_generation`` was written by qd_llm before the field existed and
+gets ``qd_llm``. The reference's adapted tasks say ``adaptation_harder`` etc.
+as their generation type; that is read as ``harder``.
 
 This module only reads and writes those files. ``task.py`` is untrusted code:
 it is never imported here; everything it computes is computed by
@@ -24,6 +32,7 @@ from pathlib import Path
 
 from qd_llm import atomic
 from qd_llm.errors import QdLlmError
+from qd_llm.tasks.extract import EXTRACTIONS
 
 TASK_CODE = "task.py"
 TASK_JSON = "task.json"
@@ -90,6 +99,8 @@ class Lineage:
         parent_task: Directory name of the task this one was derived from.
         parent_pass_rate: The parent's pass rate when this task was made.
         created_at_generation: Loop generation at creation (0 for seeds).
+        answer_extraction: What ``score`` receives of a reply, one of
+            :data:`~qd_llm.tasks.extract.EXTRACTIONS`.
         extra: Anything else (scientist name, family, level, source file).
     """
 
@@ -97,6 +108,7 @@ class Lineage:
     parent_task: str | None = None
     parent_pass_rate: float | None = None
     created_at_generation: int = 0
+    answer_extraction: str = "qd_llm"
     extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -105,6 +117,11 @@ class Lineage:
                 f"generation_type must be one of {', '.join(GENERATION_TYPES)}, "
                 f"got {self.generation_type!r}"
             )
+        if self.answer_extraction not in EXTRACTIONS:
+            raise QdLlmError(
+                f"answer_extraction must be one of {', '.join(EXTRACTIONS)}, "
+                f"got {self.answer_extraction!r}"
+            )
 
     def to_json(self) -> dict:
         return {
@@ -112,17 +129,29 @@ class Lineage:
             "generation_type": self.generation_type,
             "parent_pass_rate": self.parent_pass_rate,
             "created_at_generation": self.created_at_generation,
+            "answer_extraction": self.answer_extraction,
             **self.extra,
         }
 
     @classmethod
     def from_json(cls, obj: dict) -> "Lineage":
-        known = {"parent_task", "generation_type", "parent_pass_rate", "created_at_generation"}
+        known = {
+            "parent_task",
+            "generation_type",
+            "parent_pass_rate",
+            "created_at_generation",
+            "answer_extraction",
+        }
+        written_by_qd_llm = "created_at_generation" in obj
+        generation_type = str(obj.get("generation_type", "initial"))
         return cls(
-            generation_type=obj.get("generation_type", "initial"),
+            generation_type=generation_type.removeprefix("adaptation_"),
             parent_task=obj.get("parent_task"),
             parent_pass_rate=obj.get("parent_pass_rate"),
             created_at_generation=int(obj.get("created_at_generation", 0) or 0),
+            answer_extraction=obj.get(
+                "answer_extraction", "qd_llm" if written_by_qd_llm else "acdc"
+            ),
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
