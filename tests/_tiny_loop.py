@@ -37,9 +37,14 @@ def run_tiny_loop(root: Path, name: str, overrides: Sequence[str] = ()) -> RunDi
 
     ``root`` must be world-readable: sandboxed task code runs as another uid.
     """
+    return run_loop(root, name, [*TINY, *overrides])
+
+
+def run_loop(root: Path, name: str, overrides: Sequence[str]) -> RunDir:
+    """Runs the demo preset with ``overrides`` in ``root / name`` through the Python API."""
     from qd_llm.loop import Coevolution
 
-    config = load_config(preset="demo", overrides=[*TINY, *overrides])
+    config = load_config(preset="demo", overrides=overrides)
     run = RunDir.create(root / name, config.to_dict())
     loop = Coevolution(config, run)
     try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _analysis_run import BIGBENCH, TINY_RUN_OVERRIDES, tiny_run
+from _tiny_loop import run_loop
 
 from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.heldout import (
@@ -101,25 +102,11 @@ def test_cut_back_logs_truncates_only_logs_under_the_folder(tmp_path):
         cut_back_logs(root, [1, 2])
 
 
-def _run_with_heldout(root: Path, name: str) -> RunDir:
-    from qd_llm.config import load_config
-    from qd_llm.loop import Coevolution
-
-    config = load_config(preset="demo", overrides=[*TINY_RUN_OVERRIDES, *HELDOUT])
-    run = RunDir.create(root / name, config.to_dict())
-    loop = Coevolution(config, run)
-    try:
-        loop.run()
-    finally:
-        loop.close()
-    return run
-
-
 @pytest.fixture(scope="module")
 def heldout_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("heldout")
     root.chmod(0o755)  # the sandbox's unprivileged uid reads the tasks
-    return _run_with_heldout(root, "run")
+    return run_loop(root, "run", [*TINY_RUN_OVERRIDES, *HELDOUT])
 
 
 def _pass_matrix(folder: Path, pass_threshold: float) -> dict[tuple[str, str], bool]:
