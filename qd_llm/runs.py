@@ -382,7 +382,8 @@ def decode_checkpoint(data: bytes, *, source: Path) -> Checkpoint:
 
 
 def format_status(run: RunDir) -> str:
-    """One screen about a run: progress, population, coverage, fitness, pool, ETA."""
+    """One screen about a run: progress, population, coverage, fitness, pool, ETA,
+    and the last held-out test coverage@N (evolved / seeds / control) if tracked."""
     config = run.config()
     total = config["population"]["generations"]
     rows = run.metrics()
@@ -405,6 +406,15 @@ def format_status(run: RunDir) -> str:
         f"niche map  coverage {last['niche_coverage']:.3f}  QD score {last['qd_score']:.3f}",
         f"elapsed    {sum(seconds) / 60:.1f} min",
     ]
+    heldout = [r["heldout"] for r in rows if r.get("heldout")]
+    if heldout:
+        test = heldout[-1]["test"]
+        pools = [p for p in ("evolved", "seeds", "control") if p in test]
+        curves = "  ".join(
+            f"@{n + 1} " + "/".join(f"{test[p][n]:.3f}" for p in pools)
+            for n in range(len(test["evolved"]))
+        )
+        lines.append(f"held-out   test coverage ({'/'.join(pools)}) {curves}")
     heatmap = run.figures_dir / "niche_map.png"
     if heatmap.exists():
         lines.append(f"heatmap    {heatmap}")

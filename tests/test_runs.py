@@ -74,6 +74,13 @@ def test_status_screen_and_timing_free_rows(tmp_path):
     screen = format_status(run)
     assert "generation 2/4" in screen and "ETA" in screen and "coverage   0.600" in screen
     assert "seconds" not in without_timings(_row(0)) and "timings" not in without_timings(_row(0))
+    assert "held-out" not in screen
+    tracked = {"test": {"evolved": [0.25, 0.5], "seeds": [0.125, 0.5], "control": [0.0, 0.0]}}
+    run.append_metrics({**_row(3), "heldout": tracked})
+    assert (
+        "held-out   test coverage (evolved/seeds/control) @1 0.250/0.125/0.000  "
+        "@2 0.500/0.500/0.000"
+    ) in format_status(run)
 
 
 def _planted_run(tmp_path):
