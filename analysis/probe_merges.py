@@ -4,7 +4,7 @@ Usage::
 
     python analysis/probe_merges.py OUT [--pairs arithmetic+strings,...] [--instances 16]
 
-For each pair of built-in seed experts (:mod:`qd_llm.models.seeds`: one LoRA per
+For each pair of built-in seed experts (:mod:`qd_llm.seeding.experts`: one LoRA per
 procedural family) it breeds children with the project's own operators through a
 :class:`~qd_llm.models.genome.GenomeStore`, exactly as the loop's ``_breed`` does:
 
@@ -56,8 +56,8 @@ from qd_llm.inference.hf import HFBackend
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import linear_shapes
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL
-from qd_llm.models.seeds import SEED_SKILLS, SeedSkill, is_held_out, seed_expert_folders
 from qd_llm.operators import get_operator
+from qd_llm.seeding.experts import SEED_SKILLS, SeedSkill, is_held_out, seed_expert_folders
 from qd_llm.tasks.procedural.families import get_family
 from qd_llm.tasks.procedural.scientist import ProceduralScientist
 from qd_llm.tasks.sandbox import SandboxConfig, SandboxPool
