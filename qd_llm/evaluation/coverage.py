@@ -43,7 +43,7 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation import taskforce as tf
 from qd_llm.evaluation.bestofn import AnswerTable, MajorityPicker, best_of_n
 from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR, Evaluator
-from qd_llm.evaluation.heldout import TaskSplit
+from qd_llm.evaluation.heldout import TaskSplit, chosen_on_val
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
 from qd_llm.snapshot import RunSnapshot
@@ -374,12 +374,9 @@ def coverage_report(
         if name not in pools:
             continue
         ids, _, table = pools[name]
-        pool_val, pool_test = skills[name]
-        order = tf.greedy_taskforce(pool_val, max_n)
-        in_sample[name], coverage[name] = _curves(
-            pool_val, pool_test, [order[: min(k, len(order))] for k in sizes]
-        )
-        vote[name] = _vote_curve(table, [ids[i] for i in order], max_n)
+        chosen = chosen_on_val(*skills[name], max_n)
+        in_sample[name], coverage[name] = chosen["val"], chosen["test"]
+        vote[name] = _vote_curve(table, [ids[i] for i in chosen["order"]], max_n)
     members = [data.genomes[i] for i in greedy]
     fitness = val.mean(axis=1)[greedy] if val.shape[1] else np.zeros(len(members))
     unique = tf.unique_contributions(test[greedy], range(len(members)))
