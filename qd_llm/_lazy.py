@@ -2,8 +2,8 @@
 
 A package lists its public names and the submodule each lives in; a name's
 submodule is imported the first time the name is read. ``import qd_llm`` (and
-building the command line, which imports every ``*_commands`` module's
-package) therefore stays cheap and never imports torch, while
+building the command line, which imports every subpackage a command
+group names) therefore stays cheap and never imports torch, while
 ``from qd_llm import GenomeStore`` works as a plain import would.
 """
 

@@ -1,4 +1,4 @@
-"""``qd-llm experiment SPEC``: a grid of runs (variants × seeds) and its held-out table.
+"""Experiments: a grid of runs (variants × seeds) and its held-out table (``qd-llm experiment``).
 
 A spec is a TOML (or JSON) file::
 
@@ -342,7 +342,7 @@ def execute_planned(config: dict, path: str) -> str:
         config: The run's resolved config (:meth:`RunConfig.to_dict`).
         path: The run directory; created when missing or empty.
     """
-    from qd_llm.run_commands import execute_run
+    from qd_llm.runner import execute_run
 
     # An interrupted run continues from its checkpoint, as with `qd-llm resume`.
     exists = (Path(path) / CONFIG_FILE).exists()
@@ -701,36 +701,3 @@ def run_experiment(spec: ExperimentSpec, *, progress: bool = True, run: bool = T
     table = build_table(planned)
     write_outputs(spec, table)
     return table
-
-
-# --- CLI ------------------------------------------------------------------------------
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "experiment",
-        help="a grid of runs (variants × seeds) and its held-out coverage table",
-        description="Run every variant × seed of an experiment spec (TOML), resuming "
-        "interrupted runs and skipping finished ones, then write OUT/table.json, table.md, "
-        "figure.png, report.md and report.html. Built-in variants: "
-        + ", ".join(BUILTIN_VARIANTS)
-        + ".",
-    )
-    parser.add_argument("spec", type=Path, metavar="SPEC", help="the experiment spec (TOML)")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="experiment folder (overrides out)")
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="run nothing: rebuild the table and report from the run directories",
-    )
-    parser.set_defaults(func=_experiment)
-
-
-def _experiment(args) -> int:
-    spec = read_spec(args.spec, out=args.out)
-    table = run_experiment(spec, run=not args.report_only)
-    print(markdown_table(table), end="")
-    for path in table["incomplete"]:
-        print(f"not in the table (no held-out row): {path}")
-    print(f"experiment folder: {spec.out}")
-    return 0

@@ -299,7 +299,7 @@ def test_server_rejects_a_folder_that_is_not_an_adapter(backend, tmp_path):
 
 def test_serve_command_is_registered_and_parses_adapters():
     from qd_llm.cli import build_parser
-    from qd_llm.inference.serve_commands import parse_adapter
+    from qd_llm.cli.serve import parse_adapter
 
     args = build_parser().parse_args(["serve", "--adapter", "math=/a/b", "--port", "0"])
     assert args.adapter == ["math=/a/b"] and args.port == 0

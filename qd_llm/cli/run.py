@@ -13,7 +13,7 @@ import datetime
 from pathlib import Path
 
 from qd_llm.config import PRESETS, config_from_dict, load_config
-from qd_llm.errors import STORAGE_ERRNOS, QdLlmError, storage_problem
+from qd_llm.runner import execute_run
 from qd_llm.runs import RunDir, format_status
 
 
@@ -56,37 +56,6 @@ def register(subparsers) -> None:
     status = subparsers.add_parser("status", help="one screen about a run")
     status.add_argument("run_dir", type=Path, metavar="DIR")
     status.set_defaults(func=_status)
-
-
-def execute_run(config, run: RunDir) -> int:
-    """Runs (or resumes) the loop of ``run`` to its last generation and prints its status.
-
-    Raises:
-        QdLlmError: A storage problem stopped the run; it resumes from its last checkpoint.
-    """
-    from qd_llm.loop import Coevolution
-
-    loop = Coevolution(config, run)
-    try:
-        loop.run()
-    except OSError as e:
-        if e.errno not in STORAGE_ERRNOS:
-            raise
-        # Every write is atomic and the checkpoint goes last, so nothing finished is lost.
-        raise QdLlmError(
-            f"{storage_problem(e)} (run directory {run.path}); the run keeps every generation "
-            f"up to its last checkpoint: fix that, then `qd-llm resume {run.path}`"
-        ) from None
-    finally:
-        loop.close()
-    if config.heatmap:
-        from qd_llm.plots import niche_map_figure, save_figure
-
-        figure = niche_map_figure(loop.niche, generation=loop.generation)
-        if figure is not None:
-            save_figure(figure, run.figures_dir / "niche_map.png")
-    print(format_status(run))
-    return 0
 
 
 def _run(args) -> int:

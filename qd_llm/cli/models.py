@@ -1,6 +1,6 @@
 """``qd-llm prepare``: the built-in base model and embedder, ready offline.
 
-The seed experts' commands (``qd-llm seeds``) are in :mod:`qd_llm.seeding.commands`.
+The seed experts' commands (``qd-llm seeds``) are in :mod:`qd_llm.cli.seeding`.
 """
 
 import json

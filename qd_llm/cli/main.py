@@ -1,6 +1,6 @@
 """The ``qd-llm`` command line: thin wrappers over the package.
 
-Each command group lives next to the code it drives and exposes
+Each command group is a module of :mod:`qd_llm.cli` exposing
 ``register(subparsers)``; this module only collects them, sets up logging and
 turns :class:`~qd_llm.errors.QdLlmError` (and a full or read-only disk) into one
 readable line and exit code 2.
@@ -16,18 +16,19 @@ from qd_llm.errors import STORAGE_ERRNOS, QdLlmError, storage_problem
 
 # Modules that add commands; each defines register(subparsers).
 COMMAND_MODULES = (
-    "qd_llm.models.commands",
-    "qd_llm.seeding.commands",
-    "qd_llm.tasks.commands",
-    "qd_llm.bench.commands",
-    "qd_llm.inference.serve_commands",
-    "qd_llm.run_commands",
-    "qd_llm.analysis_commands",
-    "qd_llm.experiment",
+    "qd_llm.cli.models",
+    "qd_llm.cli.seeding",
+    "qd_llm.cli.tasks",
+    "qd_llm.cli.bench",
+    "qd_llm.cli.serve",
+    "qd_llm.cli.run",
+    "qd_llm.cli.analysis",
+    "qd_llm.cli.experiment",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qd-llm`` argument parser with every command group registered."""
     parser = argparse.ArgumentParser(
         prog="qd-llm",
         description=(
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs ``qd-llm argv``; returns the exit code (2 for a user error, 130 on Ctrl-C)."""
     from qd_llm.models.resolve import offline_environment
 
     offline_environment()
@@ -71,7 +73,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qd-llm {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

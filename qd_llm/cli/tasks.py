@@ -1,6 +1,6 @@
 """``qd-llm tasks ...``: make, adapt, import, list and score task directories.
 
-Each subcommand lives in the module that does the work and exposes
+Each subcommand is a ``qd_llm.cli.tasks_*`` module exposing
 ``register(tasks_subparsers)``; this module only builds the group.
 """
 
@@ -8,9 +8,9 @@ import importlib
 
 # Modules adding a `tasks` subcommand; each defines register(subparsers).
 TASK_COMMAND_MODULES: tuple[str, ...] = (
-    "qd_llm.tasks.import_commands",
-    "qd_llm.tasks.score_commands",
-    "qd_llm.tasks.procedural.commands",
+    "qd_llm.cli.tasks_import",
+    "qd_llm.cli.tasks_score",
+    "qd_llm.cli.tasks_procedural",
 )
 
 
