@@ -19,6 +19,9 @@ A judge is any callable from prompts to replies: :func:`backend_judge` wraps
 an inference backend (e.g. the local base model), :func:`chat_judge` an
 OpenAI-compatible server (:class:`~qd_llm.inference.openai_client.OpenAIChatClient`).
 
+Pickers are registered by name in :data:`PICKERS` (``@PICKERS.register("name")``
+on a class with ``name`` and ``pick``).
+
 Accuracy is averaged over instances within a task and then over tasks.
 """
 
@@ -31,6 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from qd_llm.errors import QdLlmError
+from qd_llm.registry import Registry
+
+#: Best-of-N pickers by name (the class; its constructor arguments differ by picker).
+PICKERS = Registry("best-of-N picker")
 
 #: A judge: prompts in, replies out (one per prompt).
 Judge = Callable[[list[str]], list[str]]
@@ -163,6 +170,7 @@ class Candidates:
     answers: list[Answer]
 
 
+@PICKERS.register("majority")
 class MajorityPicker:
     """Most common normalised extracted answer (see the module docstring)."""
 
@@ -214,6 +222,7 @@ def _first_choice(reply: str, n: int) -> int | None:
     return None
 
 
+@PICKERS.register("judge")
 class JudgePicker:
     """An LLM judge picks one of the N replies at once.
 
@@ -249,6 +258,7 @@ class JudgePicker:
         return picks
 
 
+@PICKERS.register("knockout")
 class KnockoutPicker:
     """Single-elimination bracket of pairwise judge calls, one batch per round.
 
@@ -290,6 +300,7 @@ class KnockoutPicker:
         return [a[0] for a in alive]
 
 
+@PICKERS.register("reward")
 class RewardPicker:
     """A sequence-classification reward model scores each (question, reply).
 
