@@ -84,29 +84,58 @@ def _plugin(tmp_path: Path, module_code: str) -> Path:
     return tmp_path
 
 
-def test_a_plugin_entry_point_registers_a_scientist_that_configs_may_name(tmp_path):
+def test_a_plugin_registers_a_scientist_and_an_operator_that_configs_may_name(tmp_path):
     path = _plugin(
         tmp_path,
         """
+        from qd_llm.operators import Operator, OperatorSignature, Param, register_operator
         from qd_llm.tasks.scientist import Scientist, register_scientist
 
         @register_scientist("plugged")
         class Plugged(Scientist):
             def propose(self, request, out_root):
                 raise NotImplementedError
+
+        @register_operator("first_parent")
+        class FirstParent(Operator):
+            signature = OperatorSignature(
+                min_parents=1,
+                params=(Param(name="gain", kind="number", default=1.0, meaning="x", high=2.0),),
+            )
+
+            def apply_layer(self, layers, *, rank, generator, gain=1.0):
+                return layers[0].__class__(A=layers[0].A, B=gain * layers[0].B)
         """,
     )
     done = _python(
         """
+        import torch
         from qd_llm.config import load_config
+        from qd_llm.errors import QdLlmError
+        from qd_llm.models.lora import LoraFactors
+        from qd_llm.operators import get_operator
         from qd_llm.tasks.scientist import SCIENTISTS
-        print(load_config(overrides=["tasks.scientist=plugged"]).tasks.scientist)
-        print(SCIENTISTS.get("plugged").name)
+
+        config = load_config(
+            overrides=["tasks.scientist=plugged", 'operators={"first_parent": {"gain": 0.5}}']
+        )
+        print(config.tasks.scientist, SCIENTISTS.get("plugged").name)
+        try:
+            load_config(overrides=['operators={"first_parent": {"gain": 3}}'])
+        except QdLlmError as e:
+            print(e)
+        layer = LoraFactors(A=torch.ones(1, 2), B=torch.ones(2, 1))
+        child = get_operator("first_parent")([{"m": layer}], rank=1, gain=0.5)
+        print(child["m"].B.flatten().tolist())
         """,
         path=path,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["plugged", "plugged"]
+    assert done.stdout.splitlines() == [
+        "plugged plugged",
+        "config key 'operators.first_parent.gain': must be <= 2, got 3",
+        "[0.5, 0.5]",
+    ]
 
 
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path):
