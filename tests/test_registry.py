@@ -167,3 +167,22 @@ def test_survivor_selections_and_pickers_are_registries():
     assert set(PICKERS.names()) == {"majority", "judge", "knockout", "reward"}
     with pytest.raises(QdLlmError, match=r"'population.selection': must be one of dns, random"):
         load_config(overrides=["population.selection=tournament"])
+
+
+def test_a_registered_backend_is_named_by_the_config_and_built_from_it():
+    from qd_llm import components
+    from qd_llm.config import load_config
+    from qd_llm.inference.registry import BACKENDS
+
+    @BACKENDS.register("recorded")
+    class Recorded:
+        def __init__(self, base_model: str):
+            self.base_model = base_model
+
+        @classmethod
+        def from_config(cls, config):
+            return cls(config.base_model)
+
+    config = load_config(overrides=["backend=recorded", "base_model=my-model"])
+    backend = components.make_backend(config)
+    assert isinstance(backend, Recorded) and backend.base_model == "my-model"
