@@ -37,6 +37,7 @@ _EXPORTS = {
     "read_config_file": "qd_llm.config",
     "RunDir": "qd_llm.runs",
     "RunSnapshot": "qd_llm.snapshot",
+    "Registry": "qd_llm.registry",
     # The loop and the components it is built from.
     "Coevolution": "qd_llm.loop",
     "components": "qd_llm.components",
@@ -51,6 +52,8 @@ _EXPORTS = {
     "breed_full": "qd_llm.operators",
     "get_operator": "qd_llm.operators",
     "operator_names": "qd_llm.operators",
+    "OperatorSignature": "qd_llm.operators.params",
+    "Param": "qd_llm.operators.params",
     "register_operator": "qd_llm.operators",
     # Inference backends.
     "Backend": "qd_llm.inference.base",
@@ -70,10 +73,12 @@ _EXPORTS = {
     "TaskDir": "qd_llm.tasks.taskdir",
     "TaskRejected": "qd_llm.tasks.scientist",
     "TaskRequest": "qd_llm.tasks.scientist",
+    "register_scientist": "qd_llm.tasks.scientist",
     # Evaluation.
     "Evaluator": "qd_llm.evaluation.evaluate",
     "HeldOutTracker": "qd_llm.evaluation.heldout",
     "split_tasks": "qd_llm.evaluation.heldout",
+    "make_picker": "qd_llm.evaluation.bestofn",
     # Quality diversity: niche map, DNS, descriptors, emitters.
     "Elite": "qd_llm.qd.niche_map",
     "NicheMap": "qd_llm.qd.niche_map",

@@ -65,8 +65,18 @@ def backend_kwargs(config: RunConfig) -> dict:
 
 def make_backend(config: RunConfig):
     """The inference backend (:class:`~qd_llm.inference.base.Backend`) the config
-    names, local or spread over Ray actors (``inference.executor``)."""
+    names, local or spread over Ray actors (``inference.executor``).
+
+    A backend registered in :data:`~qd_llm.inference.registry.BACKENDS` by a
+    plugin is built by its ``from_config(config)`` classmethod, in process.
+    """
     inference = config.inference
+    from qd_llm.inference.registry import BACKEND_NAMES, BACKENDS
+    from qd_llm.inference.registry import make_backend as backend_named
+
+    if inference.backend not in BACKEND_NAMES:
+        # A registered third-party backend reads its own settings from the config.
+        return BACKENDS.get(inference.backend).from_config(config)
     kwargs = backend_kwargs(config)
     if inference.executor == "ray":
         from qd_llm.executors.ray_executor import RayBackend
@@ -81,8 +91,6 @@ def make_backend(config: RunConfig):
             address=r.address,
             num_cpus=r.num_cpus or None,
         )
-    from qd_llm.inference.registry import make_backend as backend_named
-
     if inference.backend in ("hf", "vllm"):
         kwargs["progress"] = config.progress
     return backend_named(inference.backend, **kwargs)
@@ -127,25 +135,19 @@ def make_embedder(config: RunConfig):
 
 
 def make_scientist(config: RunConfig, *, sandbox=None):
-    """The task scientist ``tasks.scientist`` names
-    (:class:`~qd_llm.tasks.scientist.Scientist`).
+    """The task scientist ``tasks.scientist`` names in
+    :data:`~qd_llm.tasks.scientist.SCIENTISTS`, built by its ``from_config``.
 
     Args:
         config: The run's config.
         sandbox: The run's sandbox pool; the LLM scientist tries its drafts there
             (with the run's limits and judge) instead of in a pool of its own.
     """
-    tasks = config.tasks
-    if tasks.scientist == "procedural":
-        from qd_llm.tasks.procedural import ProceduralScientist
-
-        return ProceduralScientist(
-            families=tasks.families or None, num_instances=tasks.instances_per_task
-        )
     from qd_llm.inference.openai_client import OpenAIChatClient
-    from qd_llm.tasks.llm_scientist import LLMScientist
+    from qd_llm.tasks.scientist import SCIENTISTS
 
-    return LLMScientist(client=OpenAIChatClient(), sandbox=sandbox)
+    scientist_class = SCIENTISTS.get(config.tasks.scientist)
+    return scientist_class.from_config(config, sandbox=sandbox, client_factory=OpenAIChatClient)
 
 
 def make_interesting_check(config: RunConfig):

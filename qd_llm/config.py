@@ -32,20 +32,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
+from qd_llm.inference.registry import BACKENDS
+from qd_llm.operators.params import check_operator_table
+from qd_llm.qd.selection import SURVIVOR_SELECTIONS
+from qd_llm.registry import Registry
+from qd_llm.tasks.scientist import SCIENTISTS
 
-BACKENDS = ("hf", "vllm", "openai")
 EXECUTORS = ("local", "ray")
-SCIENTISTS = ("procedural", "llm")
 GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
 WANDB_MODES = ("off", "offline", "online")
 PARENT_SELECTIONS = ("uniform",)
-SURVIVOR_SELECTIONS = ("dns", "random")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise QdLlmError(f"config key '{key}': {message}")
+
+
+def _require_registered(registry: Registry, name: str, key: str) -> None:
+    """Names come from registries, so a plugin's scientist or backend is valid too."""
+    _require(name in registry, key, f"must be one of {', '.join(registry.names())}, got {name!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,11 +81,7 @@ class PopulationConfig:
         for key in ("size", "offspring", "dns_k"):
             _require(getattr(self, key) >= 1, f"population.{key}", "must be >= 1")
         _require(self.generations >= 0, "population.generations", "must be >= 0")
-        _require(
-            self.selection in SURVIVOR_SELECTIONS,
-            "population.selection",
-            f"must be one of {SURVIVOR_SELECTIONS}",
-        )
+        _require_registered(SURVIVOR_SELECTIONS, self.selection, "population.selection")
         _require(
             self.dns_k <= self.size,
             "population.dns_k",
@@ -193,7 +196,7 @@ class TaskConfig:
     drop_unsolvable: bool = True
 
     def __post_init__(self):
-        _require(self.scientist in SCIENTISTS, "tasks.scientist", f"must be one of {SCIENTISTS}")
+        _require_registered(SCIENTISTS, self.scientist, "tasks.scientist")
         for key in (
             "initial_tasks",
             "instances_per_task",
@@ -309,7 +312,7 @@ class InferenceConfig:
     max_workers: int = 8
 
     def __post_init__(self):
-        _require(self.backend in BACKENDS, "inference.backend", f"must be one of {BACKENDS}")
+        _require_registered(BACKENDS, self.backend, "inference.backend")
         _require(self.executor in EXECUTORS, "inference.executor", f"must be one of {EXECUTORS}")
         _require(self.batch_size >= 1, "inference.batch_size", "must be >= 1")
         _require(self.adapter_memory_mb > 0, "inference.adapter_memory_mb", "must be > 0")
@@ -496,20 +499,10 @@ class RunConfig:
 
 
 def _check_operators(operators: Mapping) -> None:
-    from qd_llm.operators import get_operator, operator_names
-
+    """Each operator table against its typed parameters, before anything runs."""
     _require(isinstance(operators, Mapping) and operators, "operators", "needs >= 1 operator")
-    for name, params in operators.items():
-        key = f"operators.{name}"
-        _require(name in operator_names(), key, f"unknown operator; known: {operator_names()}")
-        _require(isinstance(params, Mapping), key, "must be a table of parameters")
-        params = dict(params)
-        parents = params.pop("parents", 1)
-        _require(isinstance(parents, int) and parents >= 1, f"{key}.parents", "must be >= 1")
-        try:
-            get_operator(name).check_values(parents, params)
-        except QdLlmError as e:
-            raise QdLlmError(f"config key '{key}': {e}") from None
+    for name, table in operators.items():
+        check_operator_table(name, table)
 
 
 # The paper's loop scaled to a laptop CPU (≈5 minutes on 2 cores). Procedural

@@ -47,9 +47,9 @@ from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import breed_full, get_operator
 from qd_llm.qd.descriptors import SkillDescriptors
-from qd_llm.qd.dns import dns_select
 from qd_llm.qd.emitters import OperatorBandit, Recipe
 from qd_llm.qd.niche_map import NicheMap
+from qd_llm.qd.selection import SURVIVOR_SELECTIONS
 from qd_llm.random_state import generator_from_state, generator_state
 from qd_llm.runs import RunDir
 from qd_llm.tasks.archive import TaskArchive
@@ -600,17 +600,15 @@ class Coevolution:
         return [t.task_id for t in self.tasks.active()]
 
     def _select(self, candidates: Sequence[str]) -> list[str]:
-        """Survivors of ``candidates``, at most the population size: DNS truncation
-        (best first) or, as an ablation, a uniform draw (in draw order)."""
-        p = self.config.population
-        if p.selection == "random":
-            if len(candidates) <= p.size:
-                return list(candidates)
-            drawn = self.rng.choice(len(candidates), size=p.size, replace=False)
-            return [candidates[int(i)] for i in drawn]
-        skills = self.evaluator.skills(candidates, self._task_ids())
-        kept = dns_select(skills, k=p.dns_k, capacity=p.size)
-        return [candidates[i] for i in kept]
+        """Survivors of ``candidates``, at most the population size, by the
+        ``population.selection`` registered in :data:`SURVIVOR_SELECTIONS`."""
+        select = SURVIVOR_SELECTIONS.get(self.config.population.selection)
+        return select(
+            candidates,
+            skills=lambda: self.evaluator.skills(candidates, self._task_ids()),
+            population=self.config.population,
+            rng=self.rng,
+        )
 
     def _rebuild_niche_map(self, genome_ids: Sequence[str]) -> None:
         task_ids = self._task_ids()

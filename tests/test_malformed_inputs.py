@@ -33,16 +33,16 @@ CONFIG_CASES = {
     "wrong type of a flag": (["progress=sometimes"], ["'progress'", "must be true or false"]),
     "unknown operator parameter": (
         ["operators.slerp.alpha=1"],
-        ["'operators.slerp'", "no parameter(s) ['alpha']", "valid: ['t']"],
+        ["'operators.slerp.alpha'", "unknown parameter", "valid: parents, t"],
     ),
     "operator with parents=0": (["operators.linear.parents=0"], ["'operators.linear.parents'"]),
     "negative operator parameter": (
         ['operators={"ties": {"parents": 2, "density": -0.5}}'],
-        ["'operators.ties'", "density must be in (0, 1]", "-0.5"],
+        ["'operators.ties.density'", "must be in (0, 1]", "-0.5"],
     ),
     "operator weights for the wrong parent count": (
         ["operators.linear.weights=[1]"],
-        ["'operators.linear'", "1 weights for 2 parents"],
+        ["'operators.linear.weights'", "one number per parent (2), got 1"],
     ),
     "unknown operator": (["operators.blend.parents=2"], ["'operators.blend'", "unknown operator"]),
     "population size 0": (["population.size=0"], ["'population.size'", "must be >= 1"]),

@@ -16,6 +16,11 @@ HEAVY = ("torch", "transformers", "peft", "vllm", "sentence_transformers")
 # What a researcher composes (issue 10): written from the issue, not from __init__.py.
 EXPECTED = {
     "load_config",
+    "Registry",
+    "register_operator",
+    "register_scientist",
+    "OperatorSignature",
+    "make_picker",
     "RunConfig",
     "RunDir",
     "Coevolution",

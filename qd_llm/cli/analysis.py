@@ -10,8 +10,6 @@ from pathlib import Path
 
 from qd_llm.errors import QdLlmError
 
-BESTOFN_METHODS = ("majority", "judge", "knockout", "reward")
-
 
 def register(subparsers) -> None:
     plot = subparsers.add_parser(
@@ -92,7 +90,13 @@ def register(subparsers) -> None:
             p.set_defaults(func=_coverage)
         else:
             p.add_argument("--n", type=int, required=True, help="taskforce size (greedy)")
-            p.add_argument("--method", choices=BESTOFN_METHODS, default="majority")
+            p.add_argument(
+                "--method",
+                default="majority",
+                metavar="PICKER",
+                help="a registered best-of-N picker: majority (default), judge, knockout, "
+                "reward, or one a plugin adds",
+            )
             p.add_argument(
                 "--judge",
                 choices=("local", "openai"),
@@ -215,24 +219,23 @@ def _bestofn(args) -> int:
 
     if args.n < 1:
         raise QdLlmError(f"--n must be at least 1, got {args.n}")
-    if args.method == "reward" and not args.reward_model:
-        raise QdLlmError("--method reward needs --reward-model PATH")
-    with contextlib.ExitStack() as stack:
-        data, _, backend = _evaluate(args, stack)
-        if args.method == "majority":
-            picker = bestofn.MajorityPicker()
-        elif args.method == "reward":
-            picker = bestofn.RewardPicker(args.reward_model)
-        else:
+    evaluated = {}
+
+    def judge(prompts: list[str]) -> list[str]:
+        # Built on first use: the local judge is the backend the evaluation opens.
+        if "judge" not in evaluated:
             if args.judge == "openai":
                 from qd_llm.inference.openai_client import OpenAIChatClient
 
-                judge = bestofn.chat_judge(OpenAIChatClient())
+                evaluated["judge"] = bestofn.chat_judge(OpenAIChatClient())
             else:
-                judge = bestofn.backend_judge(backend)
-            picker = (bestofn.JudgePicker if args.method == "judge" else bestofn.KnockoutPicker)(
-                judge
-            )
+                evaluated["judge"] = bestofn.backend_judge(evaluated["backend"])
+        return evaluated["judge"](prompts)
+
+    # Before any evaluation: an unknown picker or a missing option is one line, at once.
+    picker = bestofn.make_picker(args.method, judge=lambda: judge, reward_model=args.reward_model)
+    with contextlib.ExitStack() as stack:
+        data, _, evaluated["backend"] = _evaluate(args, stack)
         skills = data.answers.skills(data.genomes)
         members = [data.genomes[i] for i in greedy_taskforce(skills, args.n)]
         result = bestofn.best_of_n(data.answers, members, picker)

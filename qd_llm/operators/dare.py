@@ -6,6 +6,7 @@ import torch
 
 from qd_llm.errors import QdLlmError
 from qd_llm.operators.linear import weighted_sum
+from qd_llm.operators.params import BUILTIN_SIGNATURES
 from qd_llm.operators.registry import ElementwiseOperator, parent_weights, register_operator
 from qd_llm.operators.ties import disjoint_mean
 
@@ -34,7 +35,7 @@ class Dare(ElementwiseOperator):
         combine: ``"linear"`` (default) or ``"ties"``.
     """
 
-    min_parents = 1
+    signature = BUILTIN_SIGNATURES["dare"]
 
     def apply_tensor(
         self,

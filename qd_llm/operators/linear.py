@@ -6,6 +6,7 @@ import torch
 
 from qd_llm.models.lora import LoraFactors
 from qd_llm.operators.lowrank import combine
+from qd_llm.operators.params import BUILTIN_SIGNATURES
 from qd_llm.operators.registry import Operator, parent_weights, register_operator
 
 
@@ -30,7 +31,7 @@ class Linear(Operator):
             two task vectors and ``[1, -1]`` subtracts one.
     """
 
-    min_parents = 1
+    signature = BUILTIN_SIGNATURES["linear"]
 
     def apply_layer(
         self,

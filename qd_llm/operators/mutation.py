@@ -4,6 +4,7 @@ import torch
 
 from qd_llm.models.lora import LoraFactors
 from qd_llm.operators.lowrank import COMPUTE_DTYPE, combine, factored_svd, from_svd
+from qd_llm.operators.params import BUILTIN_SIGNATURES
 from qd_llm.operators.registry import Operator, register_operator
 
 
@@ -54,8 +55,7 @@ class SvdMutation(Operator):
         scale: Noise level ``ε``; default 0.1.
     """
 
-    min_parents = 1
-    max_parents = 1
+    signature = BUILTIN_SIGNATURES["svd_mutation"]
 
     def apply_layer(
         self,
@@ -97,8 +97,7 @@ class GaussianMutation(Operator):
         scale: Noise level ``ε``; default 0.01.
     """
 
-    min_parents = 1
-    max_parents = 1
+    signature = BUILTIN_SIGNATURES["gaussian"]
 
     def apply_layer(
         self,

@@ -1,6 +1,7 @@
 """The operator registry: merge and mutation operators looked up by name.
 
-An operator is a class registered with :func:`register_operator`. It defines
+An operator is a class registered with :func:`register_operator` (in the
+torch-free :data:`~qd_llm.operators.params.OPERATORS` registry). It defines
 the math twice, once per genome form, and the base class :class:`Operator`
 does the bookkeeping both forms share:
 
@@ -13,16 +14,17 @@ does the bookkeeping both forms share:
   Called by :func:`qd_llm.operators.task_vectors.apply_to_task_vectors`.
 
 Hyper-parameters (``weights``, ``density``, ``t``, ...) are the keyword
-arguments of these two methods, so an unknown name is caught before any math
-runs. Random operators draw only from the ``torch.Generator`` they are given,
-layer by layer in sorted module order, so a seed fixes the child.
+arguments of these two methods, declared with their types and ranges in the
+class's ``signature`` (:class:`~qd_llm.operators.params.OperatorSignature`),
+so a config naming a bad one fails when it loads. Random operators draw only
+from the ``torch.Generator`` they are given, layer by layer in sorted module
+order, so a seed fixes the child.
 
 Example:
     >>> from qd_llm.operators import get_operator
     >>> child = get_operator("linear")([p1, p2], rank=8, weights=[0.5, 0.5])
 """
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -31,11 +33,7 @@ import torch
 from qd_llm.errors import QdLlmError
 from qd_llm.models.lora import LoraFactors, LoraWeights
 from qd_llm.operators.lowrank import COMPUTE_DTYPE, truncate_dense
-
-_REGISTRY: dict[str, type["Operator"]] = {}
-
-# Arguments every apply method receives from the framework, not from the user.
-_FRAMEWORK_ARGS = frozenset({"self", "layers", "tensors", "rank", "generator"})
+from qd_llm.operators.params import OPERATORS, OperatorSignature
 
 
 def as_generator(seed: torch.Generator | int | None) -> torch.Generator:
@@ -58,13 +56,11 @@ class Operator:
 
     Class attributes:
         name: Registry name, set by :func:`register_operator`.
-        min_parents: Fewest parents the operator accepts.
-        max_parents: Most parents it accepts (``None``: no limit).
+        signature: How many parents it takes and its typed hyper-parameters.
     """
 
     name: ClassVar[str] = ""
-    min_parents: ClassVar[int] = 1
-    max_parents: ClassVar[int | None] = None
+    signature: ClassVar[OperatorSignature] = OperatorSignature()
 
     def apply_layer(
         self, layers: list[LoraFactors], *, rank: int, generator: torch.Generator, **params
@@ -99,47 +95,27 @@ class Operator:
         """
         raise NotImplementedError
 
-    @classmethod
-    def param_names(cls) -> frozenset[str]:
-        """Hyper-parameter names this operator accepts."""
-        names = set()
-        for method in (cls.apply_layer, cls.apply_tensor):
-            names |= set(inspect.signature(method).parameters) - _FRAMEWORK_ARGS - {"params"}
-        return frozenset(names)
-
     def check(self, num_parents: int, params: dict) -> None:
         """Raises :class:`QdLlmError` for a wrong parent count or unknown parameter."""
-        if num_parents < self.min_parents or (
-            self.max_parents is not None and num_parents > self.max_parents
+        signature = self.signature
+        if num_parents < signature.min_parents or (
+            signature.max_parents is not None and num_parents > signature.max_parents
         ):
-            most = "any number of" if self.max_parents is None else f"at most {self.max_parents}"
+            most = (
+                "any number of"
+                if signature.max_parents is None
+                else f"at most {signature.max_parents}"
+            )
             raise QdLlmError(
-                f"operator '{self.name}' takes at least {self.min_parents} and {most} "
+                f"operator '{self.name}' takes at least {signature.min_parents} and {most} "
                 f"parents; got {num_parents}"
             )
-        unknown = set(params) - self.param_names()
+        unknown = set(params) - set(signature.param_names())
         if unknown:
             raise QdLlmError(
                 f"operator '{self.name}' has no parameter(s) {sorted(unknown)}; "
-                f"valid: {sorted(self.param_names())}"
+                f"valid: {sorted(signature.param_names())}"
             )
-
-    def check_values(self, num_parents: int, params: dict) -> None:
-        """:meth:`check`, then a dry run on a tiny layer, so a bad value fails now.
-
-        Parameter values (a TIES density of 2, three weights for two parents, a
-        string where a number belongs) are otherwise only checked when the
-        operator is first applied, which in a run is generations in.
-
-        Raises:
-            QdLlmError: A wrong parent count, unknown parameter or bad value.
-        """
-        self.check(num_parents, params)
-        layer = LoraFactors(A=torch.ones(1, 2), B=torch.ones(2, 1))
-        try:
-            self([{"dry_run": layer}] * num_parents, rank=1, generator=0, **params)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise QdLlmError(f"operator '{self.name}' rejects {params}: {e}") from None
 
     def __call__(
         self,
@@ -205,21 +181,18 @@ def _aligned_layers(module: str, parents: Sequence[LoraWeights]) -> list[LoraFac
 
 
 def register_operator(name: str) -> Callable[[type[Operator]], type[Operator]]:
-    """Class decorator that registers an :class:`Operator` subclass under ``name``."""
+    """Class decorator that registers an :class:`Operator` subclass under ``name``.
 
-    def decorate(cls: type[Operator]) -> type[Operator]:
-        if name in _REGISTRY:
-            raise ValueError(f"operator '{name}' is already registered")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+    Raises:
+        ValueError: ``name`` is taken by another operator.
+    """
 
-    return decorate
+    return OPERATORS.register_class(name)
 
 
 def operator_names() -> tuple[str, ...]:
     """Names of every registered operator, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return OPERATORS.names()
 
 
 def get_operator(name: str) -> Operator:
@@ -228,12 +201,7 @@ def get_operator(name: str) -> Operator:
     Raises:
         QdLlmError: No operator has that name (the message lists the valid ones).
     """
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise QdLlmError(
-            f"unknown operator '{name}'; valid operators: {', '.join(operator_names())}"
-        ) from None
+    return OPERATORS.get(name)()
 
 
 def parent_weights(weights: Sequence[float] | None, num_parents: int) -> list[float]:

@@ -8,6 +8,7 @@ from qd_llm.errors import QdLlmError
 from qd_llm.models.lora import LoraFactors
 from qd_llm.operators.linear import weighted_sum
 from qd_llm.operators.lowrank import combine, frobenius_inner
+from qd_llm.operators.params import BUILTIN_SIGNATURES
 from qd_llm.operators.registry import Operator, register_operator
 
 # Above this |cos| the updates are treated as parallel and interpolated linearly
@@ -52,8 +53,7 @@ class Slerp(Operator):
         t: Interpolation position in ``[0, 1]`` (0: first parent, 1: second); default 0.5.
     """
 
-    min_parents = 2
-    max_parents = 2
+    signature = BUILTIN_SIGNATURES["slerp"]
 
     def apply_layer(
         self, layers: list[LoraFactors], *, rank: int, generator: torch.Generator, t: float = 0.5

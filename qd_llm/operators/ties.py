@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 
 from qd_llm.errors import QdLlmError
+from qd_llm.operators.params import BUILTIN_SIGNATURES
 from qd_llm.operators.registry import ElementwiseOperator, parent_weights, register_operator
 
 
@@ -56,7 +57,7 @@ class Ties(ElementwiseOperator):
         density: Fraction of entries kept per update, in ``(0, 1]``; default 0.5.
     """
 
-    min_parents = 2
+    signature = BUILTIN_SIGNATURES["ties"]
 
     def apply_tensor(
         self,

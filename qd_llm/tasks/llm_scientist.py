@@ -358,6 +358,17 @@ class LLMScientist(Scientist):
         self.answer_max_tokens = answer_max_tokens
         self._drafts = 0
 
+    @classmethod
+    def from_config(cls, config, *, sandbox=None, client_factory=None) -> "LLMScientist":
+        """Asks the environment's endpoint (``client_factory()``) and tries drafts in ``sandbox``.
+
+        Raises:
+            QdLlmError: No ``client_factory`` was given.
+        """
+        if client_factory is None:
+            raise QdLlmError("the llm scientist needs a chat client factory")
+        return cls(client=client_factory(), sandbox=sandbox)
+
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
         """Asks the model for a task, refines it for up to ``max_reflections`` rounds.
 

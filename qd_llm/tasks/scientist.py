@@ -4,12 +4,21 @@ A scientist turns a request — make an initial task, or an easier / harder /
 novel one relative to a parent — into a task directory on disk, or declines
 with a reason. The procedural scientist (:mod:`qd_llm.tasks.procedural`) and
 the LLM scientist (:mod:`qd_llm.tasks.llm_scientist`) both implement it.
+
+Scientists are looked up by name (``tasks.scientist`` in a config) in
+:data:`SCIENTISTS`; register your own with :func:`register_scientist`::
+
+    @register_scientist("mine")
+    class MyScientist(Scientist):
+        def propose(self, request, out_root): ...
 """
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
+from qd_llm.registry import Registry
 from qd_llm.tasks.taskdir import TaskDir
 
 OPERATIONS = ("initial", "easier", "harder", "novel")
@@ -47,9 +56,29 @@ class TaskRejected(Exception):
 
 
 class Scientist(abc.ABC):
-    """Writes task directories."""
+    """Writes task directories.
+
+    Class attributes:
+        name: Registry name, set by :func:`register_scientist`; recorded in
+            every task the scientist writes.
+    """
 
     name: str = "scientist"
+
+    @classmethod
+    def from_config(cls, config, *, sandbox=None, client_factory=None) -> "Scientist":
+        """The scientist a run's config asks for; override to read settings from it.
+
+        Args:
+            config: The run's :class:`~qd_llm.config.RunConfig`.
+            sandbox: The run's sandbox pool, to try drafted tasks in.
+            client_factory: Makes the environment's chat client (an
+                OpenAI-compatible endpoint), for scientists that ask a model.
+
+        Returns:
+            ``cls()`` unless overridden.
+        """
+        return cls()
 
     @abc.abstractmethod
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
@@ -58,3 +87,21 @@ class Scientist(abc.ABC):
         Raises:
             TaskRejected: No acceptable task came out; the reason says why.
         """
+
+
+SCIENTISTS = Registry("scientist")
+SCIENTISTS.register_lazy("procedural", "qd_llm.tasks.procedural.scientist:ProceduralScientist")
+SCIENTISTS.register_lazy("llm", "qd_llm.tasks.llm_scientist:LLMScientist")
+
+
+def register_scientist(name: str) -> Callable[[type[Scientist]], type[Scientist]]:
+    """Class decorator that registers a :class:`Scientist` subclass under ``name``.
+
+    A config then selects it with ``tasks.scientist=NAME``; the run builds it
+    with :meth:`Scientist.from_config`.
+
+    Raises:
+        ValueError: ``name`` is taken by another scientist.
+    """
+
+    return SCIENTISTS.register_class(name)

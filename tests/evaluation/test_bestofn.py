@@ -165,3 +165,20 @@ def test_reward_picker_with_a_tiny_random_reward_model(tmp_path):
     assert (
         len(set(rewards.round(6).tolist())) == 3
     )  # a real model: different texts, different rewards
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("nosuch", "unknown best-of-N picker 'nosuch'"),
+        ("reward", "the 'reward' picker needs a reward model (--reward-model PATH)"),
+    ],
+)
+def test_bestofn_cli_checks_the_picker_before_evaluating(tmp_path, capsys, method, expected):
+    from qd_llm.cli import main
+
+    # Neither the run nor the task set exists: the picker is checked first.
+    argv = ["bestofn", str(tmp_path / "run"), "--tasks", str(tmp_path / "tasks"), "--n", "1"]
+    assert main([*argv, "--method", method]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1

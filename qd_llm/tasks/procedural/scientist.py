@@ -67,6 +67,12 @@ class ProceduralScientist(Scientist):
         self.initial_levels = tuple(initial_levels)
         self.num_instances = num_instances
 
+    @classmethod
+    def from_config(cls, config, *, sandbox=None, client_factory=None) -> "ProceduralScientist":
+        """The ``tasks.families`` and ``tasks.instances_per_task`` of the run's config."""
+        tasks = config.tasks
+        return cls(families=tasks.families or None, num_instances=tasks.instances_per_task)
+
     def propose(self, request: TaskRequest, out_root: Path) -> TaskDir:
         rng = random.Random(request.seed)
         if request.operation == "initial":
