@@ -81,7 +81,7 @@ lint-imports: setup
 	$(VENV)/bin/lint-imports
 
 test-main: setup
-	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -q --durations=25 $(PYTEST_ARGS)
 
 # The main suite without the tests marked slow (whole loop runs): a quick check while working.
 test-fast: setup
