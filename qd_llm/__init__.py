@@ -74,9 +74,13 @@ _EXPORTS = {
     "Evaluator": "qd_llm.evaluation.evaluate",
     "HeldOutTracker": "qd_llm.evaluation.heldout",
     "split_tasks": "qd_llm.evaluation.heldout",
-    # Quality diversity: niche map, DNS, descriptors, emitters.
+    # Quality diversity: genome archive, niche map, DNS, descriptors, emitters.
     "Elite": "qd_llm.qd.niche_map",
     "NicheMap": "qd_llm.qd.niche_map",
+    "genome_archive": "qd_llm.qd.niche_map",
+    "ArchiveParents": "qd_llm.qd.emitters",
+    "PopulationParents": "qd_llm.qd.emitters",
+    "breed": "qd_llm.qd.emitters",
     "OperatorBandit": "qd_llm.qd.emitters",
     "OperatorEmitter": "qd_llm.qd.emitters",
     "Recipe": "qd_llm.qd.emitters",
