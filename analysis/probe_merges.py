@@ -6,7 +6,8 @@ Usage::
 
 For each pair of built-in seed experts (:mod:`qd_llm.seeding.experts`: one LoRA per
 procedural family) it breeds children with the project's own operators through a
-:class:`~qd_llm.models.genome.GenomeStore`, exactly as the loop's ``_breed`` does:
+:class:`~qd_llm.models.genome.GenomeStore`, exactly as the loop does
+(:func:`qd_llm.qd.emitters.breed`):
 
 * ``mean`` — ``linear`` with weights [0.5, 0.5] (what the loop's merges do by default);
 * ``sum`` — ``linear`` with weights [1, 1] (task arithmetic: both task vectors added);
@@ -56,7 +57,7 @@ from qd_llm.inference.hf import HFBackend
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import linear_shapes
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL
-from qd_llm.operators import get_operator
+from qd_llm.qd.emitters import Recipe, breed
 from qd_llm.seeding.experts import SEED_SKILLS, SeedSkill, is_held_out, seed_expert_folders
 from qd_llm.tasks.procedural.families import get_family
 from qd_llm.tasks.procedural.scientist import ProceduralScientist
@@ -173,21 +174,16 @@ def build_genomes(
         )  # fmt: skip
     for pair in pairs:
         parent_ids = tuple(seed_ids[name] for name in pair)
-        parents = [store.load(genome_id) for genome_id in parent_ids]
         exact_rank = sum(store.info(genome_id).rank for genome_id in parent_ids)
         for kind in kinds:
             operator, params = CHILD_RECIPES[kind]
             # Seed 0 fixes dare's masks, as a recipe's seed does in the loop.
-            weights = get_operator(operator)(
-                parents, rank=rank or exact_rank, generator=0, **params
-            )
-            info = store.save(
-                weights, parents=parent_ids, operator=operator, params={**params, "seed": 0}
-            )
+            recipe = Recipe(operator=operator, parents=parent_ids, params=dict(params), seed=0)
+            child_id = breed(store, recipe, rank=rank or exact_rank)
             genomes.append(
                 ProbeGenome(
                     label=f"{kind}({'+'.join(pair)})",
-                    genome_id=info.id,
+                    genome_id=child_id,
                     kind=kind,
                     parents=pair,
                     families=tuple(skills[name].family for name in pair),

@@ -79,9 +79,13 @@ _EXPORTS = {
     "HeldOutTracker": "qd_llm.evaluation.heldout",
     "split_tasks": "qd_llm.evaluation.heldout",
     "make_picker": "qd_llm.evaluation.bestofn",
-    # Quality diversity: niche map, DNS, descriptors, emitters.
+    # Quality diversity: genome archive, niche map, DNS, descriptors, emitters.
     "Elite": "qd_llm.qd.niche_map",
     "NicheMap": "qd_llm.qd.niche_map",
+    "genome_archive": "qd_llm.qd.niche_map",
+    "ArchiveParents": "qd_llm.qd.emitters",
+    "PopulationParents": "qd_llm.qd.emitters",
+    "breed": "qd_llm.qd.emitters",
     "OperatorBandit": "qd_llm.qd.emitters",
     "OperatorEmitter": "qd_llm.qd.emitters",
     "Recipe": "qd_llm.qd.emitters",

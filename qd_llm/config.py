@@ -42,7 +42,7 @@ EXECUTORS = ("local", "ray")
 GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
 WANDB_MODES = ("off", "offline", "online")
-PARENT_SELECTIONS = ("uniform",)
+PARENT_SELECTIONS = ("uniform", "tournament")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -65,7 +65,8 @@ class PopulationConfig:
         generations: Generations after generation 0 (the seeds and their first
             children); 0 runs generation 0 only (merging without evolution).
         dns_k: Nearest fitter genomes averaged in the DNS score.
-        parent_selection: How parents are drawn from the population (``uniform``).
+        parent_selection: How parents are drawn from the population: ``uniform`` or
+            ``tournament`` (fitness-biased; formulas in :mod:`qd_llm.qd.emitters`).
         selection: Survivor selection: ``dns`` (Dominated Novelty Search) or
             ``random`` (a uniform draw of ``size`` candidates; an ablation).
     """

@@ -5,7 +5,7 @@
     resolve base + seed experts; seed tasks (scientist "initial", novelty-filtered)
     gen 0: seeds + children → evaluate → DNS population; niche map built
     each generation g = 1..G:
-        bandit asks recipes → operators breed children → evaluate on active tasks
+        bandit's emitters breed children (qd.emitters) → evaluate on active tasks
         → DNS over population ∪ children → niche-map insert → bandit told
         → (every K generations, except the last) adapt the task pool
         → metrics row → checkpoint
@@ -45,9 +45,8 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator
 from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
 from qd_llm.models.genome import GenomeStore
-from qd_llm.operators import breed_full, get_operator
 from qd_llm.qd.descriptors import SkillDescriptors
-from qd_llm.qd.emitters import OperatorBandit, Recipe
+from qd_llm.qd.emitters import OperatorBandit
 from qd_llm.qd.niche_map import NicheMap
 from qd_llm.qd.selection import SURVIVOR_SELECTIONS
 from qd_llm.random_state import generator_from_state, generator_state
@@ -275,9 +274,26 @@ class Coevolution:
             cells=c.niche_map.cells,
             seed=c.seed,
         )
-        self.bandit = OperatorBandit(self.niche.archive, operators=c.operators, seed=c.seed + 1)
+        self.bandit = OperatorBandit(
+            self.niche.archive, operators=c.operators, seed=c.seed + 1, **self._breeding()
+        )
         self.population: list[str] = []
         self.generation = -1
+
+    def _breeding(self) -> dict:
+        """What the bandit's emitters breed with: the store, the LoRA rank, the
+        parent selection and, for fitness-biased selection, parents' fitness."""
+        return {
+            "store": self.store,
+            "rank": self.config.genomes.rank,
+            "selection": self.config.population.parent_selection,
+            "fitness": self._fitness,
+        }
+
+    def _fitness(self, genome_ids: Sequence[str]) -> np.ndarray:
+        """Mean skill of genomes on the active tasks (evaluated first if need be)."""
+        self.evaluator.evaluate(genome_ids, self.tasks.active())
+        return self.evaluator.skills(genome_ids, self._task_ids()).mean(axis=1)
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly, as JSON types and numpy arrays."""
@@ -303,7 +319,9 @@ class Coevolution:
         )
         self.niche = NicheMap.from_state_dict(state["niche"])
         # The emitters serve the niche map's archive, as in a fresh run.
-        self.bandit = OperatorBandit.from_state_dict(state["bandit"], archive=self.niche.archive)
+        self.bandit = OperatorBandit.from_state_dict(
+            state["bandit"], archive=self.niche.archive, **self._breeding()
+        )
         self.rng = generator_from_state(state["rng"])
 
     # --- the loop ------------------------------------------------------------------
@@ -493,8 +511,9 @@ class Coevolution:
         timings["tasks"] = time.perf_counter() - t
         seeds = self._seed_genomes()
         n_children = max(c.population.size - len(seeds), c.population.offspring)
-        recipes = self.bandit.ask(seeds, n_children)
-        children, timings["breed"] = self._breed(recipes, generation=0)
+        t = time.perf_counter()
+        children = self.bandit.ask(seeds, n_children, generation=0)
+        timings["breed"] = time.perf_counter() - t
         candidates = _unique(seeds + children)
         t = time.perf_counter()
         self.evaluator.evaluate(candidates, self.tasks.active())
@@ -502,15 +521,16 @@ class Coevolution:
         t = time.perf_counter()
         candidates = self._valid(candidates, keep=seeds)
         self.population = self._select(candidates)
-        self.bandit.tell(recipes, [child in self.population for child in children])
+        self.bandit.tell([child in self.population for child in children])
         self._rebuild_niche_map(candidates)
         timings["select"] = time.perf_counter() - t
         return self._metrics_row(0, num_offspring=len(children), adaptation=None)
 
     def _generation(self, g: int, timings: dict) -> dict:
         c = self.config
-        recipes = self.bandit.ask(self.population, c.population.offspring)
-        children, timings["breed"] = self._breed(recipes, generation=g)
+        t = time.perf_counter()
+        children = self.bandit.ask(self.population, c.population.offspring, generation=g)
+        timings["breed"] = time.perf_counter() - t
         t = time.perf_counter()
         self.evaluator.evaluate(children, self.tasks.active())
         timings["evaluate"] = time.perf_counter() - t
@@ -526,7 +546,7 @@ class Coevolution:
             for i, genome_id in enumerate(new)
         }
         self.bandit.tell(
-            recipes, [child in self.population or entered.get(child, False) for child in children]
+            [child in self.population or entered.get(child, False) for child in children]
         )
         timings["select"] = time.perf_counter() - t
         adaptation = None
@@ -537,43 +557,6 @@ class Coevolution:
         return self._metrics_row(g, num_offspring=len(children), adaptation=adaptation)
 
     # --- steps ---------------------------------------------------------------------
-
-    def _breed(self, recipes: Sequence[Recipe], *, generation: int) -> tuple[list[str], float]:
-        """Applies recipes; returns the children's ids (unique, in recipe order)."""
-        t = time.perf_counter()
-        if self.config.genomes.form == "full":
-            # Task vectors streamed tensor by tensor from the parents' files.
-            children = [
-                breed_full(
-                    self.store,
-                    recipe.operator,
-                    recipe.parents,
-                    generator=recipe.seed,
-                    generation=generation,
-                    **recipe.params,
-                ).id
-                for recipe in recipes
-            ]
-            return children, time.perf_counter() - t
-        parents = {p: self.store.load(p) for r in recipes for p in sorted(set(r.parents))}
-        children = []
-        for recipe in recipes:
-            weights = get_operator(recipe.operator)(
-                [parents[p] for p in recipe.parents],
-                rank=self.config.genomes.rank,
-                generator=recipe.seed,
-                **recipe.params,
-            )
-            info = self.store.save(
-                weights,
-                parents=recipe.parents,
-                operator=recipe.operator,
-                params={**recipe.params, "seed": recipe.seed},
-                generation=generation,
-            )
-            children.append(info.id)
-            faults.maybe_kill("loop.child_saved")
-        return children, time.perf_counter() - t
 
     def _drop_dead_weights(self) -> None:
         """Drops the weights of genomes neither in the population, the map nor seeds.

@@ -36,7 +36,6 @@ EXPECTED = {
     "LLMScientist",
     "TaskArchive",
     "get_operator",
-    "register_operator",
     "Operator",
     "OperatorBandit",
     "OperatorEmitter",

@@ -1,6 +1,7 @@
 """The niche map: best genome per region of skill space, in a pyribs archive.
 
-The map is a pyribs :class:`~ribs.archives.GridArchive` (default, 2-D) or
+The map's :attr:`NicheMap.archive` is a genome archive (:func:`genome_archive`):
+a pyribs :class:`~ribs.archives.GridArchive` (default, 2-D) or
 :class:`~ribs.archives.CVTArchive` over the descriptors of
 :class:`~qd_llm.qd.descriptors.SkillDescriptors` (bounds ``[-1, 1]^d``). Its
 solutions are genome ids (``solution_dim=()``, ``solution_dtype=object``) and
@@ -40,6 +41,49 @@ MapKind = Literal["grid", "cvt"]
 _CVT_SAMPLES = 20_000
 
 
+def genome_archive(
+    *,
+    dims: int = 2,
+    kind: MapKind = "grid",
+    resolution: int = 10,
+    cells: int = 100,
+    seed: int = 0,
+    centroids: np.ndarray | None = None,
+    ranges: Sequence[tuple[float, float]] | None = None,
+) -> GridArchive | CVTArchive:
+    """A pyribs archive of LLM genomes: solutions are genome ids.
+
+    A plain :class:`~ribs.archives.GridArchive` or :class:`~ribs.archives.CVTArchive`
+    with ``solution_dim=()`` and ``solution_dtype=object``, so everything pyribs
+    does with an archive works: ``add(solution, objective, measures)`` with
+    ``solution`` an ``(n,)`` array of genome ids, ``data()``,
+    ``sample_elites(n)``, ``ribs.schedulers.Scheduler`` with
+    :class:`~qd_llm.qd.emitters.OperatorEmitter`, and
+    ``ribs.visualize.grid_archive_heatmap`` / ``cvt_archive_heatmap``.
+
+    Args:
+        dims: Measure dimensions.
+        kind: ``"grid"`` (``resolution`` cells per dimension) or ``"cvt"`` (``cells`` centroids).
+        resolution: Cells per dimension of a grid archive.
+        cells: Number of cells of a CVT archive.
+        seed: Seed for the CVT centroids and the archive's generator.
+        centroids: CVT centroids ``(cells, dims)`` to use instead of computing them from ``seed``.
+        ranges: ``(low, high)`` per dimension; default ``[-1, 1]`` (skill descriptors' range).
+
+    Raises:
+        QdLlmError: ``kind`` is neither ``grid`` nor ``cvt``.
+    """
+    ranges = list(ranges) if ranges is not None else [(-1.0, 1.0)] * dims
+    common = dict(solution_dim=(), solution_dtype=object, ranges=ranges, seed=seed)
+    if kind == "grid":
+        return GridArchive(dims=[resolution] * dims, **common)
+    if kind == "cvt":
+        if centroids is None:
+            return CVTArchive(centroids=cells, samples=_CVT_SAMPLES, **common)
+        return CVTArchive(centroids=np.asarray(centroids), **common)
+    raise QdLlmError(f"niche map kind must be 'grid' or 'cvt'; got '{kind}'")
+
+
 @dataclasses.dataclass(frozen=True)
 class Elite:
     """One occupied cell of the niche map.
@@ -58,7 +102,8 @@ class Elite:
 
 
 class NicheMap:
-    """A pyribs archive of genome ids keyed by skill descriptors.
+    """The loop's genome archive (:attr:`archive`, from :func:`genome_archive`) with
+    the skill descriptors that place genomes in it.
 
     Args:
         dims: Descriptor dimensions (must match the :class:`SkillDescriptors`).
@@ -80,17 +125,9 @@ class NicheMap:
         seed: int = 0,
         centroids: np.ndarray | None = None,
     ):
-        ranges = [(-1.0, 1.0)] * dims
-        common = dict(solution_dim=(), solution_dtype=object, ranges=ranges, seed=seed)
-        if kind == "grid":
-            self.archive = GridArchive(dims=[resolution] * dims, **common)
-        elif kind == "cvt":
-            if centroids is None:
-                self.archive = CVTArchive(centroids=cells, samples=_CVT_SAMPLES, **common)
-            else:
-                self.archive = CVTArchive(centroids=np.asarray(centroids), **common)
-        else:
-            raise QdLlmError(f"niche map kind must be 'grid' or 'cvt'; got '{kind}'")
+        self.archive = genome_archive(
+            dims=dims, kind=kind, resolution=resolution, cells=cells, seed=seed, centroids=centroids
+        )
         self.dims = dims
         self.kind = kind
         self.resolution = resolution

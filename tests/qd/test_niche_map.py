@@ -5,7 +5,7 @@ import pytest
 
 from qd_llm.errors import QdLlmError
 from qd_llm.qd.descriptors import SkillDescriptors
-from qd_llm.qd.niche_map import NicheMap
+from qd_llm.qd.niche_map import NicheMap, genome_archive
 from qd_llm.runs import Checkpoint, decode_checkpoint, encode_checkpoint
 
 
@@ -137,3 +137,27 @@ def test_errors():
     ids, skills, fitness, e = _population()
     with pytest.raises(QdLlmError, match="descriptors have 3 dims; the map has 2"):
         NicheMap().rebuild(ids, skills, fitness, SkillDescriptors(dims=3).fit(e))
+
+
+@pytest.mark.parametrize("kind", ["grid", "cvt"])
+def test_genome_archive_follows_ribs_conventions_and_is_drawn_by_ribs_visualize(kind, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ribs.visualize import cvt_archive_heatmap, grid_archive_heatmap
+
+    centroids = np.array([[-0.5, -0.5], [0.5, 0.5], [0.5, -0.5], [-0.5, 0.5]])
+    archive = genome_archive(kind=kind, resolution=4, centroids=centroids, seed=1)
+    first = archive.add(
+        np.array(["g1", "g2"], dtype=object), [0.2, 0.7], [[-0.6, -0.6], [0.6, 0.6]]
+    )
+    better = archive.add(np.array(["g3"], dtype=object), [0.4], [[-0.55, -0.65]])
+    assert first["status"].tolist() == [2, 2] and better["status"].tolist() == [1]  # new, improved
+    data = archive.data()
+    assert sorted(data["solution"]) == ["g2", "g3"]
+    assert set(archive.sample_elites(5)["solution"]) <= {"g2", "g3"}
+    (grid_archive_heatmap if kind == "grid" else cvt_archive_heatmap)(archive)
+    plt.savefig(tmp_path / "map.png")
+    plt.close("all")
+    assert (tmp_path / "map.png").stat().st_size > 0
