@@ -615,9 +615,9 @@ class Coevolution:
     def _rebuild_niche_map(self, genome_ids: Sequence[str]) -> None:
         task_ids = self._task_ids()
         skills = self.evaluator.skills(genome_ids, task_ids)
-        descriptors = SkillDescriptors(dims=self.config.niche_map.dims).fit(
-            self.tasks.embeddings(task_ids)
-        )
+        descriptors = SkillDescriptors(
+            dims=self.config.niche_map.dims, projection=self.config.niche_map.projection
+        ).fit(self.tasks.embeddings(task_ids))
         self.niche.rebuild(list(genome_ids), skills, skills.mean(axis=1), descriptors)
 
     def _offer_task(self, scientist: Scientist, request: TaskRequest, *, generation: int):
