@@ -42,8 +42,8 @@ import torch
 from qd_llm import atomic, components, faults
 from qd_llm.config import RunConfig
 from qd_llm.errors import QdLlmError
-from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator
-from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
+from qd_llm.evaluation.evaluate import Evaluator
+from qd_llm.evaluation.heldout import HeldOutTracker
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import breed_full, get_operator
 from qd_llm.qd.descriptors import SkillDescriptors
@@ -51,7 +51,7 @@ from qd_llm.qd.dns import dns_select
 from qd_llm.qd.emitters import OperatorBandit, Recipe
 from qd_llm.qd.niche_map import NicheMap
 from qd_llm.random_state import generator_from_state, generator_state
-from qd_llm.runs import RunDir
+from qd_llm.runs import HELDOUT_DIR, RunDir, cut_back_logs, log_sizes
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
 from qd_llm.tasks.taskdir import TaskDir
@@ -413,7 +413,7 @@ class Coevolution:
             self.run_dir.path,
             self.run_dir.genomes_dir,
             self.run_dir.tasks_dir,
-            self.run_dir.path / INSTANCES_DIR,
+            self.run_dir.instances_dir,
         ):
             atomic.remove_leftovers(folder)
         self.store.finish_interrupted_drops()

@@ -39,6 +39,7 @@ from matplotlib.lines import Line2D
 
 from qd_llm import atomic
 from qd_llm.qd.descriptors import SkillDescriptors
+from qd_llm.runs import HELDOUT_DIR, RunDir
 from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.archive import task_text
 from qd_llm.tasks.taskdir import GENERATION_TYPES
@@ -212,16 +213,15 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     held-out tasks, validation then test (columns), or the final active tasks
     when the run tracked no held-out set. Filled cells are passes."""
     from qd_llm.evaluation.bestofn import AnswerTable
-    from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR
 
     rows = [r for r in snapshot.metrics if r.get("heldout")]
     if rows:
-        folder = snapshot.run.path / "heldout" / rows[-1]["heldout"]["taskset"]
-        split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+        folder = RunDir(snapshot.run.path / HELDOUT_DIR / rows[-1]["heldout"]["taskset"])
+        split = json.loads((folder.path / "split.json").read_text(encoding="utf-8"))
         columns, divider = split["val"] + split["test"], len(split["val"])
         where = f"held-out tasks: validation | test (generation {rows[-1]['generation']})"
     else:
-        folder = snapshot.run.path
+        folder = snapshot.run
         columns, divider = [t.task_id for t in snapshot.tasks.active()], None
         where = f"active tasks after generation {snapshot.generation}"
     seeds = [g for g in snapshot.store.ids() if not snapshot.store.info(g).parents]
@@ -229,7 +229,7 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     if not genomes or not columns:
         return None
     table = AnswerTable.from_files(
-        folder / EVALS_FILE, folder / INSTANCES_DIR, pass_threshold=snapshot.pass_threshold
+        folder.evals_path, folder.instances_dir, pass_threshold=snapshot.pass_threshold
     ).subset(columns)
     order = {t: i for i, t in enumerate(table.task_ids)}
     skills = table.skills(genomes)[:, [order[t] for t in columns]]
