@@ -38,7 +38,6 @@ the seeds and the base model are evaluated only once.
 import argparse
 import dataclasses
 import itertools
-import json
 import math
 import shutil
 import sys
@@ -51,13 +50,14 @@ from qd_llm import atomic
 from qd_llm.config import DEMO
 from qd_llm.errors import QdLlmError
 from qd_llm.evaluation.coverage import zero_adapters
-from qd_llm.evaluation.evaluate import EVALS_FILE, Evaluator
+from qd_llm.evaluation.evaluate import Evaluator
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.inference.hf import HFBackend
 from qd_llm.models.genome import GenomeStore
 from qd_llm.models.lora import linear_shapes
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL
 from qd_llm.qd.emitters import Recipe, breed
+from qd_llm.runs import RunDir
 from qd_llm.seeding.experts import SEED_SKILLS, SeedSkill, is_held_out, seed_expert_folders
 from qd_llm.tasks.procedural.families import get_family
 from qd_llm.tasks.procedural.scientist import ProceduralScientist
@@ -208,10 +208,8 @@ def evaluate(
 def instance_scores(run_dir: Path) -> dict[tuple[str, str], list[float]]:
     """``(genome_id, task_id)`` → every instance score the evaluator recorded."""
     scores: dict[tuple[str, str], list[float]] = {}
-    with open(run_dir / EVALS_FILE, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            scores.setdefault((record["genome_id"], record["task_id"]), []).append(record["score"])
+    for record in RunDir(run_dir).evals.records():
+        scores.setdefault((record["genome_id"], record["task_id"]), []).append(record["score"])
     return scores
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from qd_llm.errors import QdLlmError
 from qd_llm.inference.registry import BACKENDS
 from qd_llm.operators.params import check_operator_table
+from qd_llm.qd.descriptors import PROJECTIONS
 from qd_llm.qd.selection import SURVIVOR_SELECTIONS
 from qd_llm.registry import Registry
 from qd_llm.tasks.scientist import SCIENTISTS
@@ -399,15 +400,24 @@ class NicheMapConfig:
         dims: Descriptor dimensions.
         resolution: Cells per dimension (grid).
         cells: Centroids (cvt).
+        projection: The scikit-learn projection of skill embeddings to descriptors, a
+            name in :data:`qd_llm.qd.descriptors.PROJECTIONS` (``pca``, ``kernel_pca``,
+            ``isomap``).
     """
 
     kind: str = "grid"
     dims: int = 2
     resolution: int = 10
     cells: int = 100
+    projection: str = "pca"
 
     def __post_init__(self):
         _require(self.kind in MAP_KINDS, "niche_map.kind", f"must be one of {MAP_KINDS}")
+        _require(
+            self.projection in PROJECTIONS,
+            "niche_map.projection",
+            f"must be one of {tuple(PROJECTIONS)}, got {self.projection!r}",
+        )
         for key in ("dims", "resolution", "cells"):
             _require(getattr(self, key) >= 1, f"niche_map.{key}", "must be >= 1")
 

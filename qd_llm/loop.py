@@ -42,15 +42,15 @@ import torch
 from qd_llm import atomic, components, faults
 from qd_llm.config import RunConfig
 from qd_llm.errors import QdLlmError
-from qd_llm.evaluation.evaluate import INSTANCES_DIR, Evaluator
-from qd_llm.evaluation.heldout import HELDOUT_DIR, HeldOutTracker, cut_back_logs, log_sizes
+from qd_llm.evaluation.evaluate import Evaluator
+from qd_llm.evaluation.heldout import HeldOutTracker
 from qd_llm.models.genome import GenomeStore
 from qd_llm.qd.descriptors import SkillDescriptors
 from qd_llm.qd.emitters import OperatorBandit
 from qd_llm.qd.niche_map import NicheMap
 from qd_llm.qd.selection import SURVIVOR_SELECTIONS
 from qd_llm.random_state import generator_from_state, generator_state
-from qd_llm.runs import RunDir
+from qd_llm.runs import HELDOUT_DIR, RunDir, cut_back_logs, log_sizes
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
 from qd_llm.tasks.taskdir import TaskDir
@@ -431,7 +431,7 @@ class Coevolution:
             self.run_dir.path,
             self.run_dir.genomes_dir,
             self.run_dir.tasks_dir,
-            self.run_dir.path / INSTANCES_DIR,
+            self.run_dir.instances_dir,
         ):
             atomic.remove_leftovers(folder)
         self.store.finish_interrupted_drops()
@@ -596,9 +596,9 @@ class Coevolution:
     def _rebuild_niche_map(self, genome_ids: Sequence[str]) -> None:
         task_ids = self._task_ids()
         skills = self.evaluator.skills(genome_ids, task_ids)
-        descriptors = SkillDescriptors(dims=self.config.niche_map.dims).fit(
-            self.tasks.embeddings(task_ids)
-        )
+        descriptors = SkillDescriptors(
+            dims=self.config.niche_map.dims, projection=self.config.niche_map.projection
+        ).fit(self.tasks.embeddings(task_ids))
         self.niche.rebuild(list(genome_ids), skills, skills.mean(axis=1), descriptors)
 
     def _offer_task(self, scientist: Scientist, request: TaskRequest, *, generation: int):

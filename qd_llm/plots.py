@@ -10,8 +10,9 @@ in the report and in a paper. :func:`write_figures` writes them all to
 ``progress_fitness.png``          best and mean population fitness
 ``progress_qd_score.png``         niche-map QD score
 ``progress_pool.png``             task-pool size, its Vendi score, population
-``task_embeddings.png``           PCA of every task's embedding, by generation
-                                  and adaptation type
+``task_embeddings.png``           every task's embedding in 2-D (the run's
+                                  descriptor projection, PCA by default), by
+                                  generation and adaptation type
 ``lineage.png``                   ancestry of the final population
 ``operators.png``                 operator success rate per generation
 ``heldout_coverage.png``          held-out test coverage@N over generations,
@@ -37,6 +38,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from qd_llm import atomic
+from qd_llm.qd.descriptors import SkillDescriptors
+from qd_llm.runs import HELDOUT_DIR, RunDir
 from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.archive import task_text
 from qd_llm.tasks.taskdir import GENERATION_TYPES
@@ -210,16 +213,15 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     held-out tasks, validation then test (columns), or the final active tasks
     when the run tracked no held-out set. Filled cells are passes."""
     from qd_llm.evaluation.bestofn import AnswerTable
-    from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR
 
     rows = [r for r in snapshot.metrics if r.get("heldout")]
     if rows:
-        folder = snapshot.run.path / "heldout" / rows[-1]["heldout"]["taskset"]
-        split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+        folder = RunDir(snapshot.run.path / HELDOUT_DIR / rows[-1]["heldout"]["taskset"])
+        split = json.loads((folder.path / "split.json").read_text(encoding="utf-8"))
         columns, divider = split["val"] + split["test"], len(split["val"])
         where = f"held-out tasks: validation | test (generation {rows[-1]['generation']})"
     else:
-        folder = snapshot.run.path
+        folder = snapshot.run
         columns, divider = [t.task_id for t in snapshot.tasks.active()], None
         where = f"active tasks after generation {snapshot.generation}"
     seeds = [g for g in snapshot.store.ids() if not snapshot.store.info(g).parents]
@@ -227,7 +229,7 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     if not genomes or not columns:
         return None
     table = AnswerTable.from_files(
-        folder / EVALS_FILE, folder / INSTANCES_DIR, pass_threshold=snapshot.pass_threshold
+        folder.evals_path, folder.instances_dir, pass_threshold=snapshot.pass_threshold
     ).subset(columns)
     order = {t: i for i, t in enumerate(table.task_ids)}
     skills = table.skills(genomes)[:, [order[t] for t in columns]]
@@ -256,20 +258,13 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     return fig
 
 
-def _pca_2d(vectors: np.ndarray) -> np.ndarray:
-    """First two principal coordinates, shape ``(n, 2)`` (zeros past the rank)."""
-    centred = vectors - vectors.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    coords = np.zeros((len(vectors), 2))
-    kept = min(2, len(s))
-    coords[:, :kept] = u[:, :kept] * s[:kept]
-    return coords
-
-
 def task_embedding_figure(
     snapshot: RunSnapshot, *, embed: Callable[[list[str]], np.ndarray] | None = None
 ) -> Figure:
-    """Every task ever accepted, in the first two principal components of its embedding.
+    """Every task ever accepted, placed by its embedding as the skill descriptors project it.
+
+    The projection is the run's ``niche_map.projection`` (PCA by default) fitted on these
+    tasks, each axis scaled to ``[-1, 1]``.
 
     Args:
         snapshot: The run.
@@ -277,6 +272,8 @@ def task_embedding_figure(
             default a SentenceTransformer on the run's embedder.
     """
     history = snapshot.tasks.history()
+    # Runs from before projections were configurable used PCA.
+    projection = snapshot.config["niche_map"].get("projection", "pca")
     vectors = snapshot.stored_task_embeddings()
     missing = [t for t in history if t.task_id not in vectors]
     if missing:
@@ -285,7 +282,8 @@ def task_embedding_figure(
         vectors.update(zip([t.task_id for t in missing], fresh, strict=True))
     fig, ax = new_figure()
     if history:
-        coords = _pca_2d(np.stack([vectors[t.task_id] for t in history]))
+        points = np.stack([vectors[t.task_id] for t in history])
+        coords = SkillDescriptors(dims=2, projection=projection).fit(points).project(points)
         generations = np.array([snapshot.tasks.accepted_at(t.task_id) for t in history])
         kinds = [t.lineage.generation_type for t in history]
         norm = matplotlib.colors.Normalize(vmin=0, vmax=max(int(generations.max()), 1))
@@ -324,8 +322,8 @@ def task_embedding_figure(
             if k in kinds
         ]
         ax.legend(handles=handles, title="adaptation", loc="best", frameon=False)
-    ax.set_xlabel("principal component 1 (task embedding)")
-    ax.set_ylabel("principal component 2 (task embedding)")
+    ax.set_xlabel(f"task embedding, {projection} component 1")
+    ax.set_ylabel(f"task embedding, {projection} component 2")
     ax.set_title(f"Tasks ever accepted: {len(history)}")
     return fig
 

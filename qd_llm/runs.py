@@ -6,11 +6,14 @@ Layout::
       config.json        the resolved config (qd_llm.config.RunConfig.to_dict)
       metrics.jsonl      one JSON object per generation (see below)
       evals.jsonl        one record per (genome, task, instance) answer and score
+                         (:class:`EvalLog`)
       instances/         each task's instances as computed in the sandbox (JSON)
       genomes/           the GenomeStore: one PEFT adapter folder per genome
       tasks/             every task directory ever written (AC/DC layout)
       checkpoint.npz     loop state after the last finished generation (data only)
       figures/           niche_map.png at the end of the run
+      heldout/<set>/     a held-out task set's split and evaluation cache, its
+                         ``*.jsonl`` logs cut back on resume (:func:`cut_back_logs`)
 
 Metrics rows hold deterministic fields (``generation``, ``population_size``,
 ``num_tasks``, ``best_fitness``, ``mean_fitness``, ``coverage``,
@@ -45,7 +48,7 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +59,15 @@ from qd_llm.errors import QdLlmError
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 EVALS_FILE = "evals.jsonl"
+INSTANCES_DIR = "instances"
 CHECKPOINT_FILE = "checkpoint.npz"
 #: The pickled checkpoint of earlier versions: refused, never unpickled.
 LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
 GENOMES_DIR = "genomes"
 TASKS_DIR = "tasks"
 FIGURES_DIR = "figures"
+#: Held-out task sets and their evaluation caches (``heldout/<key>/evals.jsonl``...).
+HELDOUT_DIR = "heldout"
 CHECKPOINT_FORMAT = "qd_llm-checkpoint"
 CHECKPOINT_VERSION = 2
 # The npz member holding the JSON document, and the key marking an array reference in it.
@@ -76,6 +82,46 @@ TIMING_KEYS = ("seconds", "timings")
 def without_timings(row: dict) -> dict:
     """A metrics row without its wall-time fields."""
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+def _append_lines(path: Path, rows: Sequence[dict]) -> None:
+    """Appends rows as JSON lines in one write and one fsync, so a kill tears at most
+    the last batch (a checkpoint records the size it covers; resume cuts the rest)."""
+    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class EvalLog:
+    """An ``evals.jsonl``: one JSON record per (genome, task, instance) answer and score.
+
+    A run's log is :attr:`RunDir.evals`; held-out and coverage caches keep one
+    each in their own folder.
+
+    Args:
+        path: The ``evals.jsonl`` file (need not exist yet).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def append(self, records: Sequence[dict]) -> None:
+        """Appends a batch of records (one write, fsynced)."""
+        _append_lines(self.path, records)
+
+    def records(self, *, covered_bytes: int | None = None) -> list[dict]:
+        """Every record, or those in the first ``covered_bytes`` bytes (a checkpoint's).
+
+        Raises:
+            json.JSONDecodeError: A line is not JSON (the log was torn and not cut back).
+        """
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            text = f.read(-1 if covered_bytes is None else covered_bytes).decode("utf-8")
+        return [json.loads(line) for line in text.splitlines()]
 
 
 @dataclasses.dataclass
@@ -150,6 +196,15 @@ class RunDir:
         return self.path / EVALS_FILE
 
     @property
+    def evals(self) -> EvalLog:
+        """The run's evaluation log."""
+        return EvalLog(self.evals_path)
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.path / INSTANCES_DIR
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_FILE
 
@@ -172,10 +227,7 @@ class RunDir:
 
     def append_metrics(self, row: dict) -> None:
         """Appends one generation's row to ``metrics.jsonl`` (fsynced)."""
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_lines(self.metrics_path, [row])
 
     def metrics(self) -> list[dict]:
         """Every complete metrics row (a torn last line is skipped)."""
@@ -289,6 +341,37 @@ class RunDir:
                 f"{self.checkpoint_path} holds a loop state this qd_llm cannot restore "
                 f"({type(error).__name__}: {error})"
             ) from error
+
+
+def log_sizes(root: str | Path) -> dict[str, int]:
+    """``{path relative to root: size}`` of every ``*.jsonl`` log under ``root``.
+
+    The loop records these in its checkpoint, so a resume can drop what an
+    interrupted generation appended (:func:`cut_back_logs`).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {
+        str(path.relative_to(root)): path.stat().st_size
+        for path in sorted(root.rglob("*.jsonl"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def cut_back_logs(root: str | Path, sizes: Mapping[str, int]) -> None:
+    """Truncates every ``*.jsonl`` log under ``root`` to its size in ``sizes`` (0
+    when absent), so an evaluator started afterwards reads only whole batches.
+
+    Only files found under ``root`` are touched (never a path named in
+    ``sizes``), and links are skipped: a checkpoint cannot point this elsewhere.
+    """
+    if not isinstance(sizes, Mapping):
+        raise QdLlmError(f"held-out log sizes must be a table, got {type(sizes).__name__}")
+    for name, size in log_sizes(root).items():
+        keep = sizes.get(name, 0)
+        if isinstance(keep, int) and 0 <= keep < size:
+            os.truncate(Path(root) / name, keep)
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:

@@ -7,7 +7,6 @@ archive, the genome store and the evaluation records the checkpoint covers.
 Plots, the report, coverage and export all read runs through it.
 """
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,14 +90,10 @@ class RunSnapshot:
         """Mean instance score per evaluated ``(genome_id, task_id)`` pair."""
         if self._scores is None:
             sums: dict[tuple[str, str], list[float]] = {}
-            if self.run.evals_path.exists():
-                with open(self.run.evals_path, "rb") as f:
-                    covered = f.read(self._evals_bytes).decode("utf-8")
-                for line in covered.splitlines():
-                    record = json.loads(line)
-                    sums.setdefault((record["genome_id"], record["task_id"]), []).append(
-                        float(record["score"])
-                    )
+            for record in self.run.evals.records(covered_bytes=self._evals_bytes):
+                sums.setdefault((record["genome_id"], record["task_id"]), []).append(
+                    float(record["score"])
+                )
             self._scores = {pair: float(np.mean(v)) for pair, v in sums.items()}
         return self._scores
 

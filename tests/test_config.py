@@ -68,6 +68,7 @@ def test_overrides_file_and_roundtrip(tmp_path):
         ("evaluation.heldout_val_fraction=1", "evaluation.heldout_val_fraction"),
         ("evaluation.heldout_every=0", "evaluation.heldout_every"),
         ("evaluation.control_temperature=0", "evaluation.control_temperature"),
+        ("niche_map.projection=tsne", "niche_map.projection"),
     ],
 )
 def test_bad_keys_and_values_are_one_line_errors_naming_the_key(override, names):
@@ -75,6 +76,13 @@ def test_bad_keys_and_values_are_one_line_errors_naming_the_key(override, names)
         load_config(preset="demo", overrides=[override])
     message = str(info.value)
     assert names in message and "\n" not in message
+
+
+def test_descriptor_projection_is_chosen_by_name():
+    assert load_config().niche_map.projection == "pca"
+    assert load_config(overrides=["niche_map.projection=isomap"]).niche_map.projection == "isomap"
+    with pytest.raises(QdLlmError, match=r"'pca', 'kernel_pca', 'isomap'.*'tsne'"):
+        load_config(overrides=["niche_map.projection=tsne"])
 
 
 def test_unknown_preset_and_malformed_override():

@@ -11,10 +11,13 @@ from _hostile import TouchOnUnpickle, code_executing_pickle
 
 from qd_llm.errors import QdLlmError
 from qd_llm.runs import (
+    HELDOUT_DIR,
     Checkpoint,
     RunDir,
+    cut_back_logs,
     encode_checkpoint,
     format_status,
+    log_sizes,
     without_timings,
 )
 
@@ -154,6 +157,49 @@ def test_a_bad_checkpoint_is_one_error_and_changes_nothing(tmp_path, content, me
         run.load_checkpoint()
     assert str(run.checkpoint_path) in str(error.value) and "\n" not in str(error.value)
     assert _files(run) == before and not marker.exists()
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_a_snapshot_reads_the_checkpoint_through_the_version_check(tmp_path, version):
+    from qd_llm.snapshot import RunSnapshot
+
+    run = _planted_run(tmp_path)
+    other = Checkpoint(generation=0, state={}, metrics_bytes=0, evals_bytes=0, version=version)
+    run.checkpoint_path.write_bytes(encode_checkpoint(other))
+    before = _files(run)
+    with pytest.raises(QdLlmError, match=f"version {version}; this qd_llm reads version 2"):
+        RunSnapshot(run.path)
+    assert _files(run) == before
+
+
+def test_the_eval_log_appends_batches_and_reads_what_a_checkpoint_covers(tmp_path):
+    run = RunDir.create(tmp_path / "r", CONFIG)
+    assert run.evals.records() == []
+    run.evals.append([{"genome_id": "g", "score": 1.0}, {"genome_id": "h", "score": 0.0}])
+    covered = run.evals_path.stat().st_size
+    run.evals.append([{"genome_id": "i", "score": 0.5}])
+    assert run.evals_path.read_text().count("\n") == 3
+    assert [r["genome_id"] for r in run.evals.records()] == ["g", "h", "i"]
+    assert [r["genome_id"] for r in run.evals.records(covered_bytes=covered)] == ["g", "h"]
+
+
+def test_cut_back_logs_truncates_only_logs_under_the_folder(tmp_path):
+    root = tmp_path / HELDOUT_DIR
+    (root / "set" / "control").mkdir(parents=True)
+    (root / "set" / "evals.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    (root / "set" / "control" / "evals.jsonl").write_text('{"b": 1}\n')
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text("keep me\n")
+    (root / "set" / "link.jsonl").symlink_to(outside)
+    sizes = log_sizes(root)
+    assert sizes == {"set/evals.jsonl": 18, "set/control/evals.jsonl": 9}
+    (root / "set" / "evals.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3')
+    cut_back_logs(root, {**sizes, "set/control/evals.jsonl": 0, "../outside.jsonl": 0})
+    assert (root / "set" / "evals.jsonl").read_text() == '{"a": 1}\n{"a": 2}\n'
+    assert (root / "set" / "control" / "evals.jsonl").read_text() == ""
+    assert outside.read_text() == "keep me\n"
+    with pytest.raises(QdLlmError, match="must be a table"):
+        cut_back_logs(root, [1, 2])
 
 
 def test_a_legacy_pickle_checkpoint_is_refused_unread(tmp_path):

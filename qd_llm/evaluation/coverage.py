@@ -42,10 +42,11 @@ from qd_llm import atomic
 from qd_llm.errors import QdLlmError
 from qd_llm.evaluation import taskforce as tf
 from qd_llm.evaluation.bestofn import AnswerTable, MajorityPicker, best_of_n
-from qd_llm.evaluation.evaluate import EVALS_FILE, INSTANCES_DIR, Evaluator
+from qd_llm.evaluation.evaluate import Evaluator
 from qd_llm.evaluation.heldout import TaskSplit, chosen_on_val
 from qd_llm.inference.base import GenerationConfig
 from qd_llm.models.genome import GenomeStore
+from qd_llm.runs import EVALS_FILE, INSTANCES_DIR
 from qd_llm.snapshot import RunSnapshot
 from qd_llm.tasks.taskdir import TASK_CODE, TASK_JSON, TaskDir, read_task, slugify
 

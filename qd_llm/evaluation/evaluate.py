@@ -5,7 +5,8 @@ For a set of genomes and tasks, :meth:`Evaluator.evaluate` builds every
 generates all of them in one mixed-adapter batch, extracts each answer the way
 its task asks (:func:`~qd_llm.tasks.extract.extract_with` and the task's
 ``answer_extraction``), scores them concurrently in the
-sandbox and appends one record per instance to ``evals.jsonl``. A pair is
+sandbox and appends one record per instance to the folder's ``evals.jsonl``
+(a :class:`~qd_llm.runs.EvalLog`, whose layout :class:`~qd_llm.runs.RunDir` owns). A pair is
 never evaluated twice: records are read back on start, so a resumed run
 reuses them.
 
@@ -20,7 +21,6 @@ least ``pass_threshold``.
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,12 +29,10 @@ import numpy as np
 from qd_llm import atomic, faults
 from qd_llm.inference.base import Backend, GenerationConfig, GenerationRequest
 from qd_llm.models.genome import GenomeStore
+from qd_llm.runs import RunDir
 from qd_llm.tasks.extract import extract_with
 from qd_llm.tasks.sandbox import SandboxError, SandboxPool, ScoreJob
 from qd_llm.tasks.taskdir import TaskDir
-
-EVALS_FILE = "evals.jsonl"
-INSTANCES_DIR = "instances"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,7 +66,8 @@ class Evaluator:
     """Evaluates genomes on tasks and remembers every result.
 
     Args:
-        run_dir: The run directory (``evals.jsonl`` and ``instances/`` live there).
+        run_dir: The run directory, or a cache folder laid out like one: its
+            :attr:`~qd_llm.runs.RunDir.evals` log and ``instances/`` are used.
         backend: Generates completions.
         sandbox: Computes instances and scores.
         genomes: The genome store (adapter folders).
@@ -88,14 +87,13 @@ class Evaluator:
         pass_threshold: float,
         progress: bool = False,
     ):
-        self.run_dir = Path(run_dir)
+        self.folder = RunDir(run_dir)
         self.backend = backend
         self.sandbox = sandbox
         self.genomes = genomes
         self.decoding = decoding
         self.pass_threshold = pass_threshold
         self.progress = progress
-        self.records_path = self.run_dir / EVALS_FILE
         self._instances: dict[str, dict[str, dict]] = {}
         self._scores: dict[tuple[str, str], float] = {}
         self._completions: dict[tuple[str, str], list[str]] = {}
@@ -104,13 +102,10 @@ class Evaluator:
     # --- persistence -------------------------------------------------------------
 
     def _load_records(self) -> None:
-        if not self.records_path.exists():
-            return
         by_pair: dict[tuple[str, str], list[EvalRecord]] = {}
-        with open(self.records_path, encoding="utf-8") as f:
-            for line in f:
-                record = EvalRecord(**json.loads(line))
-                by_pair.setdefault((record.genome_id, record.task_id), []).append(record)
+        for raw in self.folder.evals.records():
+            record = EvalRecord(**raw)
+            by_pair.setdefault((record.genome_id, record.task_id), []).append(record)
         for pair, records in by_pair.items():
             self._remember(pair, records)
 
@@ -120,13 +115,7 @@ class Evaluator:
         self._completions[pair] = [r.completion for r in records]
 
     def _append(self, records: Sequence[EvalRecord]) -> None:
-        # One write and fsync per batch; the checkpoint records the file size, so a
-        # batch torn by a kill is cut off on resume (see qd_llm.runs).
-        text = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in records)
-        with open(self.records_path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        self.folder.evals.append([r.to_json() for r in records])
 
     def instances(self, task: TaskDir) -> dict[str, dict]:
         """``{instance_id: {"instructions", "data"}}`` of ``task``, computed once.
@@ -135,7 +124,7 @@ class Evaluator:
         """
         if task.task_id in self._instances:
             return self._instances[task.task_id]
-        path = self.run_dir / INSTANCES_DIR / f"{task.task_id}.json"
+        path = self.folder.instances_dir / f"{task.task_id}.json"
         if path.exists():
             instances = json.loads(path.read_text(encoding="utf-8"))
         else:

@@ -23,8 +23,7 @@ caching every (genome, task) evaluation under ``RUN/heldout/<set>/``.
 
 import dataclasses
 import hashlib
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ from qd_llm.errors import QdLlmError
 from qd_llm.evaluation import taskforce as tf
 from qd_llm.tasks.taskdir import TaskDir
 
-HELDOUT_DIR = "heldout"
 SPLIT_FILE = "split.json"
 POOLS = ("evolved", "seeds", "control")
 
@@ -258,34 +256,3 @@ class HeldOutTracker:
                 for key in ("test", "val", "best_accuracy", "taskforce")
             },
         }
-
-
-def log_sizes(root: str | Path) -> dict[str, int]:
-    """``{path relative to root: size}`` of every ``*.jsonl`` log under ``root``.
-
-    The loop records these in its checkpoint, so a resume can drop what an
-    interrupted generation appended (:func:`cut_back_logs`).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return {}
-    return {
-        str(path.relative_to(root)): path.stat().st_size
-        for path in sorted(root.rglob("*.jsonl"))
-        if path.is_file() and not path.is_symlink()
-    }
-
-
-def cut_back_logs(root: str | Path, sizes: Mapping[str, int]) -> None:
-    """Truncates every ``*.jsonl`` log under ``root`` to its size in ``sizes`` (0
-    when absent), so an evaluator started afterwards reads only whole batches.
-
-    Only files found under ``root`` are touched (never a path named in
-    ``sizes``), and links are skipped: a checkpoint cannot point this elsewhere.
-    """
-    if not isinstance(sizes, Mapping):
-        raise QdLlmError(f"held-out log sizes must be a table, got {type(sizes).__name__}")
-    for name, size in log_sizes(root).items():
-        keep = sizes.get(name, 0)
-        if isinstance(keep, int) and 0 <= keep < size:
-            os.truncate(Path(root) / name, keep)

@@ -17,8 +17,6 @@ from qd_llm.evaluation.heldout import (
     best_single,
     check_disjoint,
     chosen_on_val,
-    cut_back_logs,
-    log_sizes,
     split_tasks,
 )
 from qd_llm.faults import KILL_AT_ENV
@@ -81,25 +79,6 @@ def test_taskforce_is_chosen_on_validation_and_scored_on_test():
     assert chosen["test"][2] == 1.0
     assert best_single(val, test) == 0.0
     assert best_single(val[1:], test[1:]) == 0.5
-
-
-def test_cut_back_logs_truncates_only_logs_under_the_folder(tmp_path):
-    root = tmp_path / "heldout"
-    (root / "set" / "control").mkdir(parents=True)
-    (root / "set" / "evals.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
-    (root / "set" / "control" / "evals.jsonl").write_text('{"b": 1}\n')
-    outside = tmp_path / "outside.jsonl"
-    outside.write_text("keep me\n")
-    (root / "set" / "link.jsonl").symlink_to(outside)
-    sizes = log_sizes(root)
-    assert sizes == {"set/evals.jsonl": 18, "set/control/evals.jsonl": 9}
-    (root / "set" / "evals.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3')
-    cut_back_logs(root, {**sizes, "set/control/evals.jsonl": 0, "../outside.jsonl": 0})
-    assert (root / "set" / "evals.jsonl").read_text() == '{"a": 1}\n{"a": 2}\n'
-    assert (root / "set" / "control" / "evals.jsonl").read_text() == ""
-    assert outside.read_text() == "keep me\n"
-    with pytest.raises(QdLlmError, match="must be a table"):
-        cut_back_logs(root, [1, 2])
 
 
 @pytest.fixture(scope="module")

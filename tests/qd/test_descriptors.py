@@ -84,3 +84,75 @@ def test_real_minilm_embeddings_separate_skills():
     # The two specialists land far apart; the generalist sits between them.
     assert np.linalg.norm(math_expert - word_expert) > 0.5
     assert np.linalg.norm(generalist - (math_expert + word_expert) / 2) < 1e-6
+
+
+def _clustered_embeddings(seed=0):
+    """Three tight clusters of unit embeddings, 5 tasks each, shape ``(15, 12)``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 12))
+    e = np.repeat(centres, 5, axis=0) + 0.05 * rng.normal(size=(15, 12))
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("projection", ["kernel_pca", "isomap", "estimator"])
+def test_nonlinear_projections_are_bounded_deterministic_and_restorable(projection):
+    from sklearn.manifold import Isomap
+
+    estimator = Isomap(n_components=2, n_neighbors=6)
+    e = _clustered_embeddings()
+    chosen = estimator if projection == "estimator" else projection
+    d = SkillDescriptors(dims=3, projection=chosen).fit(e)
+    skills = np.random.default_rng(2).random((30, 15)) < 0.3
+    out = d.transform(skills)
+    assert out.shape == (30, 3) and np.all(np.abs(out) <= 1.0)
+    # The tasks themselves span the box: each used axis reaches ±1.
+    assert np.allclose(np.abs(d.project(e)).max(axis=0)[:2], 1.0)
+    # A passed estimator is cloned, never fitted in place.
+    assert not hasattr(estimator, "embedding_")
+    again = SkillDescriptors(dims=3, projection=chosen).fit(e)
+    assert np.array_equal(again.transform(skills), out)
+    state = d.state_dict()
+    if projection == "estimator":
+        assert state["projection"] is None
+        with pytest.raises(QdLlmError, match="pass it again as projection="):
+            SkillDescriptors.from_state_dict(state)
+        restored = SkillDescriptors.from_state_dict(state, projection=estimator)
+    else:
+        assert state["projection"] == projection and "components" not in state
+        restored = SkillDescriptors.from_state_dict(state)
+    assert np.array_equal(restored.transform(skills), out)
+
+
+def test_pca_state_is_its_linear_map_and_restores_without_refitting():
+    e = _clustered_embeddings()
+    d = SkillDescriptors(dims=2).fit(e)
+    state = d.state_dict()
+    assert state["projection"] == "pca"
+    assert state["components"].shape == (2, 12) and state["mean"].shape == (12,)
+    # Restoring uses the stored map as it is: doctored components show in the output.
+    state["components"] = -state["components"]
+    restored = SkillDescriptors.from_state_dict(state)
+    assert restored.estimator_ is None
+    assert np.array_equal(restored.project(e), -d.project(e))
+    # A state from before projections were named is PCA.
+    del state["projection"]
+    assert SkillDescriptors.from_state_dict(state).projection == "pca"
+
+
+def test_pca_sign_follows_scikit_learn():
+    d = SkillDescriptors(dims=2).fit(_clustered_embeddings())
+    largest = d.components_[np.arange(2), np.abs(d.components_).argmax(axis=1)]
+    assert np.all(largest > 0)
+
+
+def test_bad_projections_are_one_line_errors():
+    with pytest.raises(QdLlmError, match="unknown descriptor projection 'tsne'"):
+        SkillDescriptors(projection="tsne")
+    with pytest.raises(QdLlmError, match="scikit-learn transformer; got int"):
+        SkillDescriptors(projection=3)
+    from sklearn.decomposition import PCA
+
+    with pytest.raises(QdLlmError, match="expected at most 1 columns"):
+        SkillDescriptors(dims=1, projection=PCA(n_components=2)).fit(_clustered_embeddings())
+    with pytest.raises(QdLlmError, match="cannot be fitted on 1 task"):
+        SkillDescriptors(projection="isomap").fit(_clustered_embeddings()[:1])
