@@ -5,9 +5,23 @@ the same loaded base model:
 
 * **batched** — every (genome, prompt) pair in mixed-adapter batches through
   :class:`~qd_llm.inference.hf.HFBackend` (one ``generate`` per batch);
-* **naive** — genome by genome, prompt by prompt, one ``generate`` call each.
+* **naive** — genome by genome, prompt by prompt, one ``generate`` call each
+  (through PEFT, the path before fused LoRA).
 
 Adapter loading is counted on both sides. The ratio is naive / batched wall time.
+The batched side uses fused multi-LoRA (:mod:`qd_llm.inference.multi_lora`); the
+same batches through PEFT's ``adapter_names`` are timed too
+(``peft_batched_seconds``; ``fused_vs_peft`` is PEFT / fused wall time,
+``same_as_peft`` whether every completion is equal).
+
+Compute use of the batched side: ``prefill_seconds`` is the same batches
+generated with one new token (prompt forward passes and one sampling step), the
+rest of the batched time is decoding; ``prefill_tokens_per_s`` counts prompt
+tokens, ``decode_tokens_per_s`` generated ones. ``matmul_gflops`` is this
+machine's measured float32 GEMM throughput on the model's MLP shape
+((batch * 48, 576) x (576, 1536), warm, best of 5), and ``roofline_fraction``
+the share of it the batched side reaches, counting ``2 * parameters * tokens``
+FLOPs (parameters without the embedding table; attention scores ignored).
 
 ``--backend vllm`` adds a third side on the same work: every pair in one
 ``generate`` call of a vLLM engine with one ``LoRARequest`` per genome
@@ -120,19 +134,31 @@ def run(args) -> dict:
             for p in prompts
         ]
 
+        peft = HFBackend(base_model=args.base_model, batch_size=args.batch_size, fused_lora=False)
+        # Warm-up: one request per genome loads every adapter and starts the thread pools,
+        # so neither batched side pays the first call's costs for the other.
+        warm_up = requests[:: len(prompts)]
+        backend.generate(warm_up, config)
+        peft.generate(warm_up, config)
+
         start = time.perf_counter()
         batched = backend.generate(requests, config)
         batched_s = time.perf_counter() - start
+        start = time.perf_counter()
+        peft_batched = peft.generate(requests, config)
+        peft_batched_s = time.perf_counter() - start
+        compute = _compute_use(backend, requests, config, batched=batched, batched_s=batched_s)
 
         if args.backend == "openai":
             served = _run_openai(args, backend, requests, config, reference=batched, root=tmp)
         else:
-            # Naive: a fresh backend state per genome (adapter loaded when first needed),
-            # then one unbatched generate call per prompt.
-            backend.adapter_memory_mb = 0  # keep only the current genome resident
+            # Naive: PEFT with a fresh backend state per genome (adapter loaded when first
+            # needed), then one unbatched generate call per prompt.
+            peft.adapter_memory_mb = 0  # keep only the current genome resident
             start = time.perf_counter()
-            naive = [backend.generate([r], config)[0] for r in requests]
+            naive = [peft.generate([r], config)[0] for r in requests]
             naive_s = time.perf_counter() - start
+        peft.close()
 
         if args.backend == "vllm":
             vllm_result = _run_vllm(args, requests, config, reference=batched, store=store)
@@ -149,6 +175,10 @@ def run(args) -> dict:
         "generated_tokens": tokens,
         "batched_seconds": round(batched_s, 3),
         "batched_tokens_per_s": round(tokens / batched_s, 2),
+        "peft_batched_seconds": round(peft_batched_s, 3),
+        "fused_vs_peft": round(peft_batched_s / batched_s, 2),
+        "same_as_peft": batched == peft_batched,
+        **compute,
     }
     if args.backend == "openai":
         for side in ("serial_server", "batching_server", "vllm_serve"):
@@ -171,6 +201,63 @@ def run(args) -> dict:
             vllm_vs_full_swap=round(vllm_result["full_swap_seconds"] / vllm_s, 2),
         )
     return result
+
+
+def _compute_use(backend, requests, config, *, batched: list[str], batched_s: float) -> dict:
+    """Prefill and decode throughput of the batched side and its share of peak GEMM speed."""
+    import dataclasses
+
+    from qd_llm.inference.hf import chat_prompt
+
+    tokenizer = backend.tokenizer
+    prompt_tokens = sum(
+        len(
+            tokenizer(
+                chat_prompt(tokenizer, r.prompt, config.system_prompt), add_special_tokens=False
+            ).input_ids
+        )
+        for r in requests
+    )
+    new_tokens = sum(len(tokenizer(t, add_special_tokens=False).input_ids) for t in batched)
+    start = time.perf_counter()
+    backend.generate(requests, dataclasses.replace(config, max_new_tokens=1))
+    prefill_s = time.perf_counter() - start
+    decode_s = max(batched_s - prefill_s, 1e-9)
+    parameters = sum(p.numel() for p in backend.base.parameters())
+    parameters -= backend.base.get_input_embeddings().weight.numel()
+    achieved = 2 * parameters * (prompt_tokens + new_tokens) / batched_s / 1e9
+    shapes = backend.base.config
+    peak = _matmul_gflops(
+        rows=backend.batch_size * 48,
+        hidden=shapes.hidden_size,
+        intermediate=shapes.intermediate_size,
+    )
+    return {
+        "prompt_tokens": prompt_tokens,
+        "prefill_seconds": round(prefill_s, 3),
+        "prefill_tokens_per_s": round(prompt_tokens / prefill_s, 1),
+        "decode_tokens_per_s": round(new_tokens / decode_s, 1),
+        "achieved_gflops": round(achieved, 2),
+        "matmul_gflops": round(peak, 2),
+        "roofline_fraction": round(achieved / peak, 3),
+    }
+
+
+def _matmul_gflops(*, rows: int, hidden: int, intermediate: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 GEMM GFLOP/s of ``(rows, hidden) x (hidden, intermediate)``."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    left = torch.randn(rows, hidden, generator=g)
+    right = torch.randn(hidden, intermediate, generator=g)
+    for _ in range(2):  # warm-up: thread pools and MKL's first-call setup
+        torch.matmul(left, right)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(left, right)
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * hidden * intermediate / best / 1e9
 
 
 def _run_vllm(args, requests, config, *, reference: list[str], store) -> dict:

@@ -1,10 +1,14 @@
 """The "hf" backend: one base model in memory, mixed-adapter batches.
 
 Every request names a genome (a PEFT adapter folder) or the bare base model.
-Requests are sorted by prompt length, cut into batches, and each batch is
-generated in one ``generate`` call with PEFT's ``adapter_names`` — one adapter
-name per row, ``"__base__"`` for none — so a whole population is evaluated in
-a handful of forward passes instead of one model load per genome.
+Requests are sorted by genome and prompt length, cut into batches, and each
+batch is generated in one ``generate`` call with one adapter per row, so a
+whole population is evaluated in a handful of forward passes instead of one
+model load per genome. The per-row adapters are applied by
+:class:`~qd_llm.inference.multi_lora.MultiLora` (segment matmuls in forward
+hooks, adapters read straight from their safetensors), or — with
+``fused_lora=False``, kept for benchmarks and as a reference — by PEFT's
+``adapter_names`` (``"__base__"`` for no adapter); both give the same results.
 
 Adapters are loaded once and kept in an LRU cache bounded by a memory budget;
 the least recently used are deleted from the model when the budget is
@@ -22,6 +26,7 @@ CPU), so pass all of a genome's requests in one call.
 """
 
 import collections
+import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -37,7 +42,10 @@ from qd_llm.inference.base import (
     group_by_weights,
     truncate_at_stop,
 )
+from qd_llm.inference.multi_lora import MultiLora
 from qd_llm.models.full_weights import Checkpoint
+from qd_llm.models.genome import load_adapter_weights
+from qd_llm.models.lora import LoraFactors, linear_shapes
 from qd_llm.models.resolve import DEFAULT_BASE_MODEL, resolve_base_model
 
 logger = logging.getLogger(__name__)
@@ -88,6 +96,8 @@ class HFBackend(Backend):
         adapter_memory_mb: Budget for loaded adapters; least recently used
             adapters are evicted beyond it.
         progress: Show a progress bar over batches.
+        fused_lora: Apply adapters with :class:`~qd_llm.inference.multi_lora.MultiLora`
+            (the default) rather than PEFT.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class HFBackend(Backend):
         batch_size: int = 32,
         adapter_memory_mb: float = 2048,
         progress: bool = False,
+        fused_lora: bool = True,
     ):
         if batch_size < 1:
             raise QdLlmError(f"batch_size must be >= 1, got {batch_size}")
@@ -115,6 +126,8 @@ class HFBackend(Backend):
         # but the Parameter objects stay the same). Tied weights appear once.
         self._parameters = dict(self.base.named_parameters())
         self._weights: Path | None = None  # the full-weight genome loaded in place, if any
+        self._multi_lora = MultiLora(self.base, linear_shapes(self.base)) if fused_lora else None
+        self._adapters: dict[str, dict[str, LoraFactors]] = {}  # fused: factors by genome
 
     # -- adapters ---------------------------------------------------------------
 
@@ -127,11 +140,17 @@ class HFBackend(Backend):
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return
-        from peft import PeftModel
-
         folder = Path(folder)
         if not (folder / "adapter_config.json").exists():
             raise QdLlmError(f"{folder} is not a PEFT adapter folder")
+        if self._multi_lora is not None:
+            weights = load_adapter_weights(folder)
+            self._multi_lora.check(weights, folder)
+            self._adapters[name] = weights
+            self._loaded[name] = _adapter_mb(folder)
+            return
+        from peft import PeftModel
+
         # PEFT initialises the new LoRA layers at random before loading the
         # weights; that draw must not move the caller's torch generator.
         with self._private_rng():
@@ -140,8 +159,7 @@ class HFBackend(Backend):
             else:
                 self.model.load_adapter(str(folder), adapter_name=name)
         self.model.eval()
-        size_mb = (folder / "adapter_model.safetensors").stat().st_size / 2**20
-        self._loaded[name] = size_mb
+        self._loaded[name] = _adapter_mb(folder)
 
     def _private_rng(self):
         """A context in which torch's global generators may be used and are
@@ -154,13 +172,19 @@ class HFBackend(Backend):
             victim = next((n for n in self._loaded if n not in pinned), None)
             if victim is None:
                 return
-            with warnings.catch_warnings():
-                # PEFT warns when the deleted adapter was the active one; rows name
-                # their adapter explicitly, so which one is "active" never matters.
-                warnings.filterwarnings("ignore", message=".*was active which is now deleted")
-                self.model.delete_adapter(victim)
+            if self._multi_lora is not None:
+                del self._adapters[victim]
+            else:
+                self._delete_peft_adapter(victim)
             del self._loaded[victim]
             logger.debug("evicted adapter %s", victim)
+
+    def _delete_peft_adapter(self, name: str) -> None:
+        with warnings.catch_warnings():
+            # PEFT warns when the deleted adapter was the active one; rows name
+            # their adapter explicitly, so which one is "active" never matters.
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted")
+            self.model.delete_adapter(name)
 
     # -- full-weight genomes ----------------------------------------------------
 
@@ -277,9 +301,14 @@ class HFBackend(Backend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if config.stop:
             kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
-        if self.model is not self.base:
-            kwargs["adapter_names"] = [r.genome_id or BASE_ADAPTER for r in requests]
-        with self._private_rng():
+        if self._multi_lora is not None:
+            rows = [self._adapters.get(r.genome_id) for r in requests]
+            applying = self._multi_lora.rows(rows)
+        else:
+            applying = contextlib.nullcontext()
+            if self.model is not self.base:
+                kwargs["adapter_names"] = [r.genome_id or BASE_ADAPTER for r in requests]
+        with self._private_rng(), applying:
             torch.manual_seed(seed)  # sampling draws from a stream fixed by the batch's seed
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
@@ -287,5 +316,13 @@ class HFBackend(Backend):
         return [truncate_at_stop(t, config.stop).strip() for t in decoded]
 
     def close(self) -> None:
+        if self._multi_lora is not None:
+            self._multi_lora.close()
         self.model = self.base = None
         self._loaded.clear()
+        self._adapters.clear()
+
+
+def _adapter_mb(folder: Path) -> float:
+    """An adapter's memory cost as the LRU budget counts it: its weights file's size."""
+    return (folder / "adapter_model.safetensors").stat().st_size / 2**20

@@ -55,6 +55,38 @@ def test_mixed_batch_equals_per_genome_generation(hf_backend, base_shapes, tmp_p
     assert any(mixed[i * n : (i + 1) * n] != mixed[:n] for i in range(1, len(infos) + 1))
 
 
+@pytest.fixture(scope="module")
+def peft_backend():
+    """The PEFT path (``fused_lora=False``), the reference for the fused one."""
+    from qd_llm.inference.hf import HFBackend
+
+    backend = HFBackend(batch_size=16, fused_lora=False)
+    yield backend
+    backend.close()
+
+
+def test_fused_lora_equals_peft_on_a_mixed_batch(hf_backend, peft_backend, base_shapes, tmp_path):
+    # Base rows and three genomes in one padded batch of 16 rows.
+    store, infos = _store_genomes(tmp_path, base_shapes, n=3, std=0.02)
+    reqs = _requests(store, infos, PROMPTS)
+    fused = hf_backend.generate(reqs, GREEDY)
+    assert fused == peft_backend.generate(reqs, GREEDY)
+    n = len(PROMPTS)
+    assert any(fused[i * n : (i + 1) * n] != fused[:n] for i in range(1, len(infos) + 1))
+    # Not only the same tokens: the same logits, bit for bit (same operations as PEFT).
+    from qd_llm.inference.hf import BASE_ADAPTER, chat_prompt
+
+    tok = hf_backend.tokenizer
+    texts = [chat_prompt(tok, r.prompt) for r in reqs]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        with hf_backend._multi_lora.rows([hf_backend._adapters.get(r.genome_id) for r in reqs]):
+            ours = hf_backend.base(**enc).logits
+        names = [r.genome_id or BASE_ADAPTER for r in reqs]
+        theirs = peft_backend.model(**enc, adapter_names=names).logits
+    assert torch.equal(ours, theirs)
+
+
 def test_stored_genome_reloads_through_peft_unchanged(hf_backend, base_shapes, tmp_path):
     from peft import PeftModel
 
