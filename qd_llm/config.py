@@ -35,7 +35,7 @@ from qd_llm.errors import QdLlmError
 from qd_llm.inference.registry import BACKENDS
 from qd_llm.operators.params import check_operator_table
 from qd_llm.qd.descriptors import PROJECTIONS
-from qd_llm.qd.selection import SURVIVOR_SELECTIONS
+from qd_llm.qd.selection import PARENT_SELECTIONS, SURVIVOR_SELECTIONS
 from qd_llm.registry import Registry
 from qd_llm.tasks.scientist import SCIENTISTS
 
@@ -43,7 +43,6 @@ EXECUTORS = ("local", "ray")
 GIBBERISH_FILTERS = ("off", "heuristic", "judge")
 MAP_KINDS = ("grid", "cvt")
 WANDB_MODES = ("off", "offline", "online")
-PARENT_SELECTIONS = ("uniform", "tournament")
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -89,11 +88,7 @@ class PopulationConfig:
             "population.dns_k",
             f"must be <= population.size ({self.size}), got {self.dns_k}",
         )
-        _require(
-            self.parent_selection in PARENT_SELECTIONS,
-            "population.parent_selection",
-            f"must be one of {PARENT_SELECTIONS}",
-        )
+        _require_registered(PARENT_SELECTIONS, self.parent_selection, "population.parent_selection")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -157,16 +157,44 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path):
     )
 
 
-def test_survivor_selections_and_pickers_are_registries():
+def test_selections_and_pickers_are_registries():
     from qd_llm.config import load_config
     from qd_llm.evaluation.bestofn import PICKERS, MajorityPicker
-    from qd_llm.qd.selection import SURVIVOR_SELECTIONS
+    from qd_llm.qd.selection import PARENT_SELECTIONS, SURVIVOR_SELECTIONS
 
     assert SURVIVOR_SELECTIONS.names() == ("dns", "random")
+    assert PARENT_SELECTIONS.names() == ("tournament", "uniform")
     assert PICKERS.get("majority") is MajorityPicker
     assert set(PICKERS.names()) == {"majority", "judge", "knockout", "reward"}
     with pytest.raises(QdLlmError, match=r"'population.selection': must be one of dns, random"):
         load_config(overrides=["population.selection=tournament"])
+    with pytest.raises(
+        QdLlmError, match=r"'population.parent_selection': must be one of tournament, uniform"
+    ):
+        load_config(overrides=["population.parent_selection=roulette"])
+
+
+def test_a_registered_parent_selection_is_named_by_the_config_and_drawn_by_emitters():
+
+    from qd_llm.config import load_config
+    from qd_llm.qd import NicheMap, OperatorEmitter, PopulationParents
+    from qd_llm.qd.selection import PARENT_SELECTIONS
+
+    @PARENT_SELECTIONS.register("always_first")
+    def always_first(pool_size, k, *, rng, fitness):
+        return [0] * k
+
+    config = load_config(overrides=["population.parent_selection=always_first"])
+    emitter = OperatorEmitter(
+        NicheMap().archive,
+        operator="linear",
+        num_parents=2,
+        parents=PopulationParents(["c", "a", "b"]),
+        selection=config.population.parent_selection,
+        seed=1,
+    )
+    # The pool is sorted, so index 0 is "a".
+    assert {recipe.parents for recipe in emitter.draw(5)} == {("a", "a")}
 
 
 def test_a_registered_backend_is_named_by_the_config_and_built_from_it():

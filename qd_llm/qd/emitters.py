@@ -20,17 +20,10 @@ children's genome ids, shape ``(n,)``, dtype object. Its
 
 Parents come from a parent source: :class:`ArchiveParents` (the archive's
 elites; a fixed set while it is empty) or :class:`PopulationParents` (a given
-set, e.g. the loop's DNS population). Parent selection (config
-``population.parent_selection``):
-
-- ``uniform``: ``k`` distinct parents drawn uniformly (with replacement only
-  when the pool has fewer than ``k`` genomes).
-- ``tournament``: each parent is the fitter of two genomes drawn uniformly
-  without replacement from the pool left after the parents already chosen
-  (binary tournament; ties go to the first in sorted id order). Over a pool of
-  ``N`` genomes with distinct fitness, the first parent is the one of fitness
-  rank ``r`` (1 = fittest) with probability ``2 (N − r) / (N (N − 1))``: the
-  fittest twice the average, the least fit never.
+set, e.g. the loop's DNS population), drawn by a parent selection of
+:data:`~qd_llm.qd.selection.PARENT_SELECTIONS` (config
+``population.parent_selection``: ``uniform`` or the fitness-biased
+``tournament``; formulas in :mod:`qd_llm.qd.selection`).
 
 An :class:`OperatorBandit` decides how many children each emitter breeds per
 generation with UCB1 (Auer et al., 2002): emitter ``i`` with ``n_i`` children
@@ -61,10 +54,8 @@ from qd_llm import faults
 from qd_llm.errors import QdLlmError
 from qd_llm.models.genome import GenomeStore
 from qd_llm.operators import breed_full, get_operator
+from qd_llm.qd.selection import PARENT_SELECTIONS
 from qd_llm.random_state import generator_from_state, generator_state
-
-#: Names accepted by ``population.parent_selection`` (see the module docstring).
-PARENT_SELECTIONS = ("uniform", "tournament")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -208,7 +199,8 @@ class OperatorEmitter(EmitterBase):
         store: Where parents are read and children bred (needed by :meth:`ask`).
         rank: LoRA rank of LoRA children.
         parents: Where parents are drawn from; default the archive's elites.
-        selection: Parent selection, one of :data:`PARENT_SELECTIONS`.
+        selection: A parent selection registered in
+            :data:`~qd_llm.qd.selection.PARENT_SELECTIONS`.
     """
 
     def __init__(
@@ -229,10 +221,7 @@ class OperatorEmitter(EmitterBase):
         super().__init__(
             archive, solution_dim=(), bounds=None, lower_bounds=None, upper_bounds=None
         )
-        if selection not in PARENT_SELECTIONS:
-            raise QdLlmError(
-                f"parent selection must be one of {PARENT_SELECTIONS}; got {selection!r}"
-            )
+        self._select_parents = PARENT_SELECTIONS.get(selection)
         self.operator = operator
         self.params = dict(params or {})
         get_operator(operator).check(num_parents, self.params)
@@ -251,21 +240,10 @@ class OperatorEmitter(EmitterBase):
         self.last_recipes: list[Recipe] = []
 
     def _draw_parents(self, pool: tuple[str, ...]) -> tuple[str, ...]:
-        replace = len(pool) < self.num_parents
-        if self.selection == "uniform":
-            chosen = self.rng.choice(len(pool), self.num_parents, replace=replace)
-            return tuple(pool[j] for j in chosen)
-        fitness = self.parents.fitness_of(pool)
-        left = list(range(len(pool)))
-        picked = []
-        for _ in range(self.num_parents):
-            candidates = left if len(left) else list(range(len(pool)))
-            pair = self.rng.choice(candidates, min(2, len(candidates)), replace=False)
-            winner = min(pair.tolist(), key=lambda j: (-fitness[j], j))
-            picked.append(winner)
-            if not replace:
-                left.remove(winner)
-        return tuple(pool[j] for j in picked)
+        chosen = self._select_parents(
+            len(pool), self.num_parents, rng=self.rng, fitness=lambda: self.parents.fitness_of(pool)
+        )
+        return tuple(pool[j] for j in chosen)
 
     def draw(self, n: int | None = None) -> list[Recipe]:
         """``n`` (default ``batch_size``) recipes, parents drawn from the parent source.
@@ -356,7 +334,8 @@ class OperatorBandit:
         exploration: UCB1 exploration constant ``c``.
         store: Where the emitters breed children.
         rank: LoRA rank of LoRA children.
-        selection: Parent selection, one of :data:`PARENT_SELECTIONS`.
+        selection: A parent selection registered in
+            :data:`~qd_llm.qd.selection.PARENT_SELECTIONS`.
         fitness: Fitness of given genomes, shape ``(n,)``, for fitness-biased selection.
     """
 

@@ -1,10 +1,24 @@
-"""Survivor selection: which candidates stay in the population each generation.
+"""Selection: which genomes breed (parent selection) and which stay (survivor selection).
 
-A selection is a function registered in :data:`SURVIVOR_SELECTIONS` and named by
-``population.selection``; the loop calls it as
+A survivor selection is a function registered in :data:`SURVIVOR_SELECTIONS` and
+named by ``population.selection``; the loop calls it as
 ``select(candidates, skills=..., population=..., rng=...)`` and keeps what it
 returns (at most ``population.size`` genome ids). Register your own with
 ``@SURVIVOR_SELECTIONS.register("name")``.
+
+A parent selection is a function registered in :data:`PARENT_SELECTIONS` and
+named by ``population.parent_selection``; an emitter calls it as
+``select(pool_size, k, rng=..., fitness=...)`` for the indices of one child's
+``k`` parents in its sorted pool. Built in:
+
+- ``uniform``: ``k`` distinct parents drawn uniformly (with replacement only
+  when the pool has fewer than ``k`` genomes).
+- ``tournament``: each parent is the fitter of two genomes drawn uniformly
+  without replacement from the pool left after the parents already chosen
+  (binary tournament; ties go to the first in sorted id order). Over a pool of
+  ``N`` genomes with distinct fitness, the first parent is the one of fitness
+  rank ``r`` (1 = fittest) with probability ``2 (N − r) / (N (N − 1))``: the
+  fittest twice the average, the least fit never.
 """
 
 from collections.abc import Callable, Sequence
@@ -58,3 +72,46 @@ def random_survivors(
         return list(candidates)
     drawn = rng.choice(len(candidates), size=population.size, replace=False)
     return [candidates[int(i)] for i in drawn]
+
+
+PARENT_SELECTIONS = Registry("parent selection")
+
+
+@PARENT_SELECTIONS.register("uniform")
+def uniform_parents(
+    pool_size: int, k: int, *, rng: np.random.Generator, fitness: Callable[[], np.ndarray]
+) -> list[int]:
+    """``k`` parent indices drawn uniformly, distinct when ``pool_size >= k``.
+
+    Args:
+        pool_size: Genomes in the (sorted) pool.
+        k: Parents per child.
+        rng: The emitter's generator.
+        fitness: Returns the pool's fitness, shape ``(pool_size,)`` (called only by
+            selections that need it).
+
+    Returns:
+        Indices into the pool, in parent order.
+    """
+    return rng.choice(pool_size, k, replace=pool_size < k).tolist()
+
+
+@PARENT_SELECTIONS.register("tournament")
+def tournament_parents(
+    pool_size: int, k: int, *, rng: np.random.Generator, fitness: Callable[[], np.ndarray]
+) -> list[int]:
+    """``k`` binary-tournament winners (see the module docstring).
+
+    Arguments and return value as for :func:`uniform_parents`.
+    """
+    scores = fitness()
+    left = list(range(pool_size))
+    picked = []
+    for _ in range(k):
+        candidates = left if left else list(range(pool_size))
+        pair = rng.choice(candidates, min(2, len(candidates)), replace=False)
+        winner = min(pair.tolist(), key=lambda j: (-scores[j], j))
+        picked.append(winner)
+        if pool_size >= k:
+            left.remove(winner)
+    return picked
