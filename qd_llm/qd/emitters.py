@@ -319,7 +319,9 @@ class OperatorEmitter(EmitterBase):
                 f"saved emitter state is for operator '{state['operator']}', not '{self.operator}'"
             )
         self.rng = generator_from_state(state["rng"])
-        self.generation = int(state["generation"])
+        # Checkpoints from before emitters bred have no generation; the loop sets it
+        # before every ask, so resuming such a run loses nothing.
+        self.generation = int(state.get("generation", 0))
         self.stats = OperatorStats(asked=int(state["asked"]), accepted=int(state["accepted"]))
 
 
