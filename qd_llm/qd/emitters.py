@@ -44,6 +44,7 @@ states and statistics as plain data, so a bandit restored with
 """
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -53,6 +54,7 @@ from ribs.emitters import EmitterBase
 from qd_llm import faults
 from qd_llm.errors import QdLlmError
 from qd_llm.models.genome import GenomeStore
+from qd_llm.models.lora import LoraWeights
 from qd_llm.operators import breed_full, get_operator
 from qd_llm.qd.selection import PARENT_SELECTIONS
 from qd_llm.random_state import generator_from_state, generator_state
@@ -92,7 +94,14 @@ class OperatorStats:
         return {"asked": self.asked, "accepted": self.accepted, "success_rate": self.success_rate}
 
 
-def breed(store: GenomeStore, recipe: Recipe, *, rank: int, generation: int = 0) -> str:
+def breed(
+    store: GenomeStore,
+    recipe: Recipe,
+    *,
+    rank: int,
+    generation: int = 0,
+    load: Callable[[str], LoraWeights] | None = None,
+) -> str:
     """Breeds one child as ``recipe`` says, stores it in ``store`` and returns its id.
 
     Full-weight parents are bred as task vectors streamed tensor by tensor
@@ -105,10 +114,13 @@ def breed(store: GenomeStore, recipe: Recipe, *, rank: int, generation: int = 0)
         recipe: How to breed the child.
         rank: LoRA rank of LoRA children (ignored for full-weight parents).
         generation: The generation recorded in the child's info.
+        load: Reads a LoRA parent (default ``store.load``); pass a cached reader to
+            read each parent once for a batch of children.
 
     Raises:
         QdLlmError: The operator rejects the parents or parameters.
     """
+    load = store.load if load is None else load
     if store.is_full(recipe.parents[0]):
         child = breed_full(
             store,
@@ -120,7 +132,7 @@ def breed(store: GenomeStore, recipe: Recipe, *, rank: int, generation: int = 0)
         ).id
     else:
         weights = get_operator(recipe.operator)(
-            [store.load(p) for p in recipe.parents],
+            [load(p) for p in recipe.parents],
             rank=rank,
             generator=recipe.seed,
             **recipe.params,
@@ -281,9 +293,13 @@ class OperatorEmitter(EmitterBase):
         if self.store is None:
             raise QdLlmError("the emitter needs a genome store to breed children")
         self.last_recipes = self.draw(n)
+        # Children share parents: read each LoRA parent once per ask, not once per child.
+        load = functools.cache(self.store.load)
         children = np.empty(len(self.last_recipes), dtype=object)
         for i, recipe in enumerate(self.last_recipes):
-            children[i] = breed(self.store, recipe, rank=self.rank, generation=self.generation)
+            children[i] = breed(
+                self.store, recipe, rank=self.rank, generation=self.generation, load=load
+            )
         return children
 
     def tell(self, solution, objective, measures, add_info, **fields) -> None:
