@@ -122,6 +122,16 @@ class Registry:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
         self._targets[name] = obj
 
+    def unregister(self, name: str) -> None:
+        """Removes ``name``; a test or a notebook that registered something undoes it.
+
+        Raises:
+            QdLlmError: No such name.
+        """
+        if name not in self._targets:
+            raise QdLlmError(f"unknown {self.kind} '{name}'; nothing to unregister")
+        del self._targets[name]
+
     def names(self) -> tuple[str, ...]:
         """Every registered name (plugins included), sorted."""
         load_plugins()

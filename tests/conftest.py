@@ -36,3 +36,24 @@ def world_readable(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     root.chmod(0o755)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _global_registries_unchanged():
+    """Undoes whatever a test registered in qd_llm's global registries.
+
+    Registries are process-wide, so a component a test registers would otherwise
+    be seen by every later test (e.g. one listing the built-in operators).
+    """
+    from qd_llm.evaluation.bestofn import PICKERS
+    from qd_llm.inference.registry import BACKENDS
+    from qd_llm.operators.params import OPERATORS
+    from qd_llm.qd.selection import PARENT_SELECTIONS, SURVIVOR_SELECTIONS
+    from qd_llm.tasks.scientist import SCIENTISTS
+
+    registries = (PICKERS, BACKENDS, OPERATORS, PARENT_SELECTIONS, SURVIVOR_SELECTIONS, SCIENTISTS)
+    before = [set(registry.names()) for registry in registries]
+    yield
+    for registry, names in zip(registries, before, strict=True):
+        for name in set(registry.names()) - names:
+            registry.unregister(name)

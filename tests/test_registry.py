@@ -27,6 +27,16 @@ def test_decorator_registers_and_unknown_names_are_listed_in_one_line():
         pickers.get("frist")
 
 
+def test_an_unregistered_name_is_gone_and_cannot_be_removed_twice():
+    things = Registry("thing")
+    things.register("kept")(int)
+    things.register("dropped")(str)
+    things.unregister("dropped")
+    assert things.names() == ("kept",)
+    with pytest.raises(QdLlmError, match=r"^unknown thing 'dropped'; nothing to unregister$"):
+        things.unregister("dropped")
+
+
 def test_lazy_name_is_imported_on_first_lookup_only():
     things = Registry("thing")
     things.register_lazy("wave", "wave:open")  # a stdlib module nothing here imports
