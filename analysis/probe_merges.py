@@ -158,7 +158,9 @@ def build_genomes(
     shapes: dict[str, tuple[int, int]],
 ) -> list[ProbeGenome]:
     """Imports the seeds of ``pairs``, breeds their children and adds a base-model control."""
-    folders = seed_expert_folders(base_model=base_model)
+    folders = seed_expert_folders(
+        base_model=base_model, names=list(dict.fromkeys(name for pair in pairs for name in pair))
+    )
     every_family = tuple(dict.fromkeys(skills[name].family for pair in pairs for name in pair))
     (base_id,) = zero_adapters(store, shapes, 1)
     genomes = [

@@ -99,12 +99,14 @@ class GenomeConfig:
         form: ``lora`` (genomes are LoRA adapters, merged as low-rank updates)
             or ``full`` (whole fine-tuned checkpoints merged as task vectors,
             the paper's form; costs a full weight load per genome evaluated).
-        seeds: ``"builtin"`` (the project's seed experts for the base model),
-            ``"random:N"`` (N random rank-``rank`` adapters; for tests and
-            smoke runs), or a list of folders: PEFT adapters or full Hugging
-            Face checkpoints of the base architecture. With ``form=lora`` a
-            full checkpoint joins as its rank-``rank`` LoRA (truncated SVD of
-            its task vector); with ``form=full`` an adapter joins merged.
+        seeds: ``"builtin"`` (the project's default seed experts for the base
+            model), ``"builtin:NAME,NAME,..."`` (those built-in experts, by skill
+            name: see ``qd-llm seeds eval``), ``"random:N"`` (N random
+            rank-``rank`` adapters; for tests and smoke runs), or a list of
+            folders: PEFT adapters or full Hugging Face checkpoints of the base
+            architecture. With ``form=lora`` a full checkpoint joins as its
+            rank-``rank`` LoRA (truncated SVD of its task vector); with
+            ``form=full`` an adapter joins merged.
         rank: LoRA rank of every bred child (and of extracted full seeds).
         dtype: Storage dtype of adapters (``float32``, ``bfloat16``, ``float16``).
         random_std: Standard deviation of ``ΔW`` entries of random seeds.
@@ -137,9 +139,12 @@ class GenomeConfig:
         )
         if isinstance(self.seeds, str):
             _require(
-                self.seeds == "builtin" or self.random_seed_count() > 0,
+                self.seeds == "builtin"
+                or all(self.builtin_seed_names() or [""])
+                or self.random_seed_count() > 0,
                 "genomes.seeds",
-                f"must be 'builtin', 'random:N' or a list of adapter folders, got {self.seeds!r}",
+                "must be 'builtin', 'builtin:NAME,...', 'random:N' or a list of adapter "
+                f"folders, got {self.seeds!r}",
             )
         else:
             _require(len(self.seeds) >= 1, "genomes.seeds", "the list of folders is empty")
@@ -149,6 +154,12 @@ class GenomeConfig:
         if self.keep_weights == "auto":
             return self.form == "full"
         return self.keep_weights == "live"
+
+    def builtin_seed_names(self) -> tuple[str, ...]:
+        """The skill names of ``"builtin:NAME,..."`` (empty for other seed sources)."""
+        if not isinstance(self.seeds, str) or not self.seeds.startswith("builtin:"):
+            return ()
+        return tuple(name.strip() for name in self.seeds.removeprefix("builtin:").split(","))
 
     def random_seed_count(self) -> int:
         """N of ``"random:N"`` (0 for other seed sources)."""
@@ -218,7 +229,10 @@ class EvaluationConfig:
 
     Attributes:
         heldout: Held-out task set: a folder of task directories (nested folders
-            included) or anything ``qd-llm tasks import`` reads; empty: off.
+            included), anything ``qd-llm tasks import`` reads, or
+            ``"seeds:NAME,...[:K]"``: K (default 24) one-question procedural tasks
+            per built-in seed skill, over its levels, from the items no seed
+            expert trained on (written into the run); empty: off.
         heldout_every: Evaluate it after every this many generations (and after
             generation 0 and the last generation).
         heldout_limit: Use at most this many of its tasks (0: all).
@@ -557,7 +571,39 @@ PAPER = {
     "decoding": {"max_new_tokens": 512, "temperature": 0.0},
 }
 
-PRESETS: dict[str, dict] = {"demo": DEMO, "paper": PAPER}
+# Issue 11's small setting where discovery can show on 2 CPU cores (one run
+# ≈ 10 minutes): four single-skill seed experts whose skills do not interfere
+# when merged, a pool of their four families, and held-out questions of those
+# skills that no seed trained on. N merged children can then hold more skills
+# than the best N seeds; whether evolution finds them is what an experiment
+# over seeds measures (analysis/experiments/discovery.toml).
+DISCOVERY_SKILLS = "counting,lists,strings,word_problem"
+DISCOVERY = {
+    "preset": "discovery",
+    "population": {"size": 8, "offspring": 6, "generations": 8},
+    "genomes": {"rank": 16, "seeds": f"builtin:{DISCOVERY_SKILLS}"},
+    "operators": {"linear": {"parents": 2}},
+    "tasks": {
+        "scientist": "procedural",
+        "families": ["counting", "lists", "string_transform", "word_problem"],
+        "initial_tasks": 8,
+        "instances_per_task": 4,
+        "adapt_every": 2,
+        "new_task_attempts": 6,
+        "pool_capacity": 16,
+        "novelty_threshold": 0.1,
+    },
+    "decoding": {"max_new_tokens": 20},
+    "inference": {"batch_size": 32},
+    "evaluation": {
+        "heldout": f"seeds:{DISCOVERY_SKILLS}:40",
+        "heldout_every": 4,
+        "heldout_max_n": 3,
+        "control_samples": 1,
+    },
+}
+
+PRESETS: dict[str, dict] = {"demo": DEMO, "paper": PAPER, "discovery": DISCOVERY}
 
 
 # --- building from nested dicts -------------------------------------------------------

@@ -31,6 +31,7 @@ NumPy and torch generators are neither seeded nor used.
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -53,8 +54,11 @@ from qd_llm.random_state import generator_from_state, generator_state
 from qd_llm.runs import HELDOUT_DIR, RunDir, cut_back_logs, log_sizes
 from qd_llm.tasks.archive import TaskArchive
 from qd_llm.tasks.scientist import Scientist, TaskRejected, TaskRequest
-from qd_llm.tasks.taskdir import TaskDir
+from qd_llm.tasks.taskdir import TaskDir, slugify
 from qd_llm.trackers import Trackers
+
+#: ``evaluation.heldout`` prefix naming held-out questions of built-in seed skills.
+SEED_SKILL_SOURCE = "seeds:"
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +195,12 @@ class Coevolution:
         from qd_llm.evaluation.heldout import SPLIT_FILE, split_tasks
 
         e = self.config.evaluation
+        source = e.heldout
+        if source.startswith(SEED_SKILL_SOURCE):
+            source = self._write_seed_skill_heldout(source)
         # A fixed shuffle (seed 0), so every run of an experiment sees the same questions.
         task_set = load_task_set(
-            e.heldout,
+            source,
             run_dir=self.run_dir.path,
             limit=e.heldout_limit or None,
             seed=0,
@@ -237,6 +244,20 @@ class Coevolution:
             control=control,
             max_n=e.heldout_max_n,
         )
+
+    def _write_seed_skill_heldout(self, source: str) -> Path:
+        """Writes the held-out questions of ``"seeds:NAME,...[:K]"`` into the run, once."""
+        from qd_llm.seeding.experts import write_held_out_tasks
+
+        skills, per_skill = _seed_skill_source(source)
+        folder = self.run_dir.path / HELDOUT_DIR / "imports" / slugify(source)
+        if not folder.exists():
+            # Written aside and renamed, so a kill never leaves half a task set.
+            scratch = folder.with_name(f".{folder.name}.partial")
+            shutil.rmtree(scratch, ignore_errors=True)
+            write_held_out_tasks(scratch, skills, per_skill=per_skill)
+            scratch.rename(folder)
+        return folder
 
     def _heldout_due(self, generation: int) -> bool:
         every = self.config.evaluation.heldout_every
@@ -339,6 +360,8 @@ class Coevolution:
         """
         if self._started:
             return
+        if self.config.evaluation.heldout.startswith(SEED_SKILL_SOURCE):
+            _seed_skill_source(self.config.evaluation.heldout)  # a typo fails now, not later
         checkpoint = self.run_dir.read_checkpoint()
         self._fresh_state()
         if checkpoint is not None:
@@ -451,10 +474,12 @@ class Coevolution:
                         for name, w in self._random_seeds().items()
                     ]
                 )
-        if c.genomes.seeds == "builtin":
+        if c.genomes.seeds == "builtin" or c.genomes.builtin_seed_names():
             from qd_llm.seeding import seed_expert_folders
 
-            folders = seed_expert_folders(base_model=c.base_model)
+            folders = seed_expert_folders(
+                base_model=c.base_model, names=c.genomes.builtin_seed_names() or None
+            )
         else:
             folders = {Path(f).name: Path(f) for f in c.genomes.seeds}
         return _unique([self._import_seed(folders[name], name) for name in sorted(folders)])
@@ -706,3 +731,23 @@ class Coevolution:
             "task_adaptation": adaptation,
             "population": list(self.population),
         }
+
+
+def _seed_skill_source(source: str) -> tuple[list, int]:
+    """The seed skills and questions per skill of ``"seeds:NAME,...[:K]"`` (K: 24).
+
+    Raises:
+        QdLlmError: An unknown skill name or a K that is not a positive integer.
+    """
+    from qd_llm.seeding.experts import SEED_SKILLS
+
+    names, _, per_skill = source.removeprefix(SEED_SKILL_SOURCE).partition(":")
+    by_name = {skill.name: skill for skill in SEED_SKILLS}
+    unknown = [name for name in names.split(",") if name not in by_name]
+    per_skill = per_skill or "24"
+    if unknown or not per_skill.isdigit() or int(per_skill) < 1:
+        raise QdLlmError(
+            f"config key 'evaluation.heldout': {source!r} must be 'seeds:NAME,...[:K]' "
+            f"with NAME from {', '.join(by_name)} and K >= 1"
+        )
+    return [by_name[name] for name in names.split(",")], int(per_skill)

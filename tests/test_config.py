@@ -90,7 +90,7 @@ def test_unknown_preset_and_malformed_override():
         load_config(preset="huge")
     with pytest.raises(QdLlmError, match="key=value"):
         load_config(overrides=["population.size"])
-    assert set(PRESETS) == {"demo", "paper"}
+    assert set(PRESETS) == {"demo", "paper", "discovery"}
 
 
 def test_backend_and_executor_shorthands_and_backend_arguments():

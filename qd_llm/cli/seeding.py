@@ -26,7 +26,8 @@ def _eval(args) -> int:
         if folders is None:
             raise QdLlmError(f"{args.seeds} holds no complete seeds.json; train into it first")
     else:
-        folders = experts.seed_expert_folders(base_model=args.base_model)
+        every_expert = [skill.name for skill in experts.SEED_SKILLS]
+        folders = experts.seed_expert_folders(base_model=args.base_model, names=every_expert)
     backend = HFBackend(base_model=args.base_model, batch_size=32, progress=True)
     table = {}
     for skill in _skills(args.skills):

@@ -10,6 +10,7 @@ from qd_llm._lazy import lazy_exports
 _EXPERTS = "qd_llm.seeding.experts"
 __all__ = [
     "BUILTIN_DIR",
+    "DEFAULT_SEEDS",
     "SEED_SKILLS",
     "SeedSkill",
     "TrainingConfig",
@@ -20,6 +21,7 @@ __all__ = [
     "skill_accuracy",
     "skill_examples",
     "train_seed_expert",
+    "write_held_out_tasks",
     "write_seed_experts",
 ]
 __getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, _EXPERTS))

@@ -53,12 +53,19 @@ class SeedSkill:
 
 # The levels are the ones 40 steps can teach a 135M model (measured: reversing
 # words and two-digit subtraction barely move), so each expert starts the loop
-# with a skill of its own.
+# with a skill of its own. Counting and word problems were added for the
+# discovery experiment: on held-out items each of their experts scores 1.0 on
+# its own level 0 and at most 0.04 on the other families' (the base model: 0.0
+# on counting, 0.54 on word problems).
 SEED_SKILLS = (
     SeedSkill(name="arithmetic", family="arithmetic", levels=(0, 1)),
     SeedSkill(name="strings", family="string_transform", levels=(0,)),
     SeedSkill(name="lists", family="lists", levels=(0, 1)),
+    SeedSkill(name="counting", family="counting", levels=(0,)),
+    SeedSkill(name="word_problem", family="word_problem", levels=(0,)),
 )
+#: The experts a run starts from with ``genomes.seeds = "builtin"``.
+DEFAULT_SEEDS = ("arithmetic", "strings", "lists")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -128,6 +135,46 @@ def held_out_instances(skill: SeedSkill, *, n: int) -> list[dict]:
         d["prompt"]: d for d in _instances(skill, held_out=True, n=5 * n, seed=_HELD_OUT_SEED)
     }
     return list(unique.values())[:n]
+
+
+def write_held_out_tasks(
+    out: str | Path, skills: Sequence[SeedSkill], *, per_skill: int, seed: int = _HELD_OUT_SEED
+) -> list[Path]:
+    """Writes one-question procedural tasks of ``skills`` that no seed expert trained on.
+
+    Each task holds a single instance (so a held-out task is a question, as for
+    an imported benchmark) whose prompt is in the held-out split
+    (:func:`is_held_out`); prompts are distinct within a skill. The folder is a
+    held-out set for ``evaluation.heldout``.
+
+    Args:
+        out: The folder to write task directories into (created).
+        skills: The skills (family and levels) to write questions of.
+        per_skill: Questions per skill, split evenly over its levels; fewer when
+            a level's item space holds fewer held-out prompts.
+        seed: First task seed tried; task seeds count up from it.
+
+    Returns:
+        The task directories, in the order written.
+    """
+    from qd_llm.tasks.procedural import ProceduralScientist, get_family
+
+    writer = ProceduralScientist(num_instances=1)
+    written = []
+    for skill in skills:
+        family = get_family(skill.family)
+        per_level = -(-per_skill // len(skill.levels))
+        for level in skill.levels:
+            prompts: set[str] = set()
+            for task_seed in range(seed, seed + 50 * per_level):
+                if len(prompts) == per_level:
+                    break
+                (instance,) = family.instances(level, 1, task_seed)
+                if is_held_out(instance["prompt"]) and instance["prompt"] not in prompts:
+                    prompts.add(instance["prompt"])
+                    task = writer.write(out, family=family, level=level, seed=task_seed)
+                    written.append(task.path)
+    return written
 
 
 def train_seed_expert(
@@ -209,14 +256,19 @@ def write_seed_experts(
     config: TrainingConfig = TrainingConfig(),
     dtype: str = "bfloat16",
 ) -> dict[str, Path]:
-    """Trains every seed expert and writes them as genomes plus an index.
+    """Trains the seed experts of ``skills`` and writes them as genomes plus an index.
+
+    Experts already in ``out``'s index under other names are kept (one skill can
+    be retrained alone); a retrained name points at its new adapter.
 
     Returns:
-        Skill name → adapter folder.
+        Skill name → adapter folder, for every expert in the index.
     """
     out = Path(out)
     store = GenomeStore(out, base_model=base_model, dtype=dtype)
-    index = {"base_model": base_model, "training": dataclasses.asdict(config), "experts": {}}
+    experts = {}
+    if (out / INDEX).exists():
+        experts = json.loads((out / INDEX).read_text())["experts"]
     for skill in skills:
         weights = train_seed_expert(base_model, skill, config)
         info = store.save(
@@ -225,9 +277,10 @@ def write_seed_experts(
             params={"family": skill.family, "levels": list(skill.levels)},
             name=skill.name,
         )
-        index["experts"][skill.name] = info.id
+        experts[skill.name] = info.id
+    index = {"base_model": base_model, "training": dataclasses.asdict(config), "experts": experts}
     atomic.write_json(out / INDEX, index)
-    return {name: store.path(gid) for name, gid in index["experts"].items()}
+    return {name: store.path(gid) for name, gid in experts.items()}
 
 
 def read_seed_index(root: str | Path) -> dict[str, Path] | None:
@@ -241,26 +294,45 @@ def read_seed_index(root: str | Path) -> dict[str, Path] | None:
     return folders if all((f / "adapter_config.json").exists() for f in folders.values()) else None
 
 
-def seed_expert_folders(*, base_model: str = DEFAULT_BASE_MODEL) -> dict[str, Path]:
-    """Skill name → PEFT adapter folder of each seed expert for ``base_model``.
+def seed_expert_folders(
+    *, base_model: str = DEFAULT_BASE_MODEL, names: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """Skill name → PEFT adapter folder of seed experts for ``base_model``.
 
     The built-in base model uses the committed adapters; other base models
     train theirs on first use into the cache.
+
+    Args:
+        base_model: The base model the experts adapt.
+        names: Skill names (:data:`SEED_SKILLS`); default :data:`DEFAULT_SEEDS`.
+
+    Raises:
+        QdLlmError: An unknown skill name (the message lists the known ones).
     """
+    names = tuple(names or DEFAULT_SEEDS)
+    by_name = {skill.name: skill for skill in SEED_SKILLS}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise QdLlmError(
+            f"unknown seed expert(s) {', '.join(unknown)}; built-in: {', '.join(by_name)}"
+        )
     if base_model.strip().lower() == DEFAULT_BASE_MODEL:
-        folders = read_seed_index(BUILTIN_DIR)
-        if folders is None:
+        folders = read_seed_index(BUILTIN_DIR) or {}
+        if not set(names) <= set(folders):
             raise QdLlmError(
                 f"built-in seed experts are missing from {BUILTIN_DIR}; "
                 "run `qd-llm seeds train` to regenerate them"
             )
-        return folders
-    root = cache_dir() / "seed_experts" / Path(base_model).name
-    folders = read_seed_index(root)
-    if folders is None:
-        logger.info("training seed experts for %s (once) into %s", base_model, root)
-        folders = write_seed_experts(root, base_model=base_model, dtype="float32")
-    return folders
+    else:
+        root = cache_dir() / "seed_experts" / Path(base_model).name
+        folders = read_seed_index(root) or {}
+        missing = [by_name[name] for name in names if name not in folders]
+        if missing:
+            logger.info("training seed experts for %s (once) into %s", base_model, root)
+            folders = write_seed_experts(
+                root, base_model=base_model, skills=missing, dtype="float32"
+            )
+    return {name: folders[name] for name in names}
 
 
 def skill_accuracy(

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from qd_llm import seeding
+from qd_llm.errors import QdLlmError
 
 
 def test_held_out_items_are_never_trained_on():
@@ -29,7 +30,7 @@ def test_training_is_reproducible_from_a_seed():
 
 @pytest.fixture(scope="module")
 def builtin_experts():
-    return seeding.seed_expert_folders()
+    return seeding.seed_expert_folders(names=[skill.name for skill in seeding.SEED_SKILLS])
 
 
 def test_builtin_experts_are_committed_for_every_skill(builtin_experts):
@@ -49,3 +50,40 @@ def test_each_expert_is_the_best_on_its_own_skill(hf_backend, builtin_experts, s
     own = accuracy.pop(skill.name)
     assert own >= base + 0.1, (skill.name, base, own)
     assert own > max(accuracy.values()), (skill.name, own, accuracy)
+
+
+def test_default_seeds_are_three_and_an_unknown_name_is_one_line():
+    assert list(seeding.seed_expert_folders()) == ["arithmetic", "strings", "lists"]
+    chosen = seeding.seed_expert_folders(names=["word_problem", "counting"])
+    assert list(chosen) == ["word_problem", "counting"]
+    with pytest.raises(QdLlmError, match=r"^unknown seed expert\(s\) juggling; built-in: "):
+        seeding.seed_expert_folders(names=["counting", "juggling"])
+
+
+def test_held_out_tasks_are_one_unseen_question_each(tmp_path):
+    from qd_llm.evaluation.coverage import find_tasks
+    from qd_llm.tasks.procedural import get_family
+
+    skills = [s for s in seeding.SEED_SKILLS if s.name in ("counting", "lists")]
+    paths = seeding.write_held_out_tasks(tmp_path, skills, per_skill=6)
+    tasks = find_tasks(tmp_path)
+    assert sorted(t.path for t in tasks) == sorted(paths)
+    # counting has one level, lists two: 6 questions each, split over the levels.
+    levels = [(t.lineage.extra["family"], t.lineage.extra["level"]) for t in tasks]
+    assert {key: levels.count(key) for key in levels} == {
+        ("counting", 0): 6,
+        ("lists", 0): 3,
+        ("lists", 1): 3,
+    }
+    trained = {p for s in skills for p, _ in seeding.skill_examples(s, n=320, seed=0)}
+    # What each task.py holds, from the knobs its metadata records.
+    knobs = [(t.lineage.extra["family"], t.lineage.extra["level"], t.lineage.extra["params"])
+             for t in tasks]  # fmt: skip
+    assert all(params["num_instances"] == 1 for _, _, params in knobs)
+    prompts = [
+        get_family(family).instances(level, 1, params["seed"])[0]["prompt"]
+        for family, level, params in knobs
+    ]
+    assert prompts == [t.info.example_instruction for t in tasks]
+    assert len(set(prompts)) == len(prompts)
+    assert all(seeding.is_held_out(p) and p not in trained for p in prompts)
