@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -343,16 +343,46 @@ def skill_accuracy(
     Scoring uses the family's own trusted checker in-process (these items are
     made by qd_llm, not by a scientist), after the standard answer extraction.
     """
+    return skill_accuracies(backend, items, {"genome": adapter}, max_new_tokens=max_new_tokens)[
+        "genome"
+    ]
+
+
+def skill_accuracies(
+    backend,
+    items: Sequence[dict],
+    adapters: Mapping[str, Path | None],
+    *,
+    max_new_tokens: int = 24,
+) -> dict[str, float]:
+    """:func:`skill_accuracy` of several genomes at once, in one mixed-adapter batch.
+
+    Args:
+        backend: The inference backend.
+        items: Held-out instance dicts.
+        adapters: Name → adapter folder (None: the base model).
+        max_new_tokens: Tokens per answer.
+
+    Returns:
+        Name → accuracy on ``items``.
+    """
     from qd_llm.inference.base import GenerationConfig, GenerationRequest
     from qd_llm.tasks.extract import extract_answer
     from qd_llm.tasks.procedural.kernels import score_submission
 
-    n = len(items)
-    gid = None if adapter is None else Path(adapter).name
     requests = [
-        GenerationRequest(prompt=d["prompt"], genome_id=gid, adapter=adapter) for d in items
+        GenerationRequest(
+            prompt=d["prompt"],
+            genome_id=None if adapter is None else Path(adapter).name,
+            adapter=adapter,
+        )
+        for adapter in adapters.values()
+        for d in items
     ]
     replies = backend.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens))
-    return (
-        sum(score_submission(d, extract_answer(r)) for d, r in zip(items, replies, strict=True)) / n
-    )
+    scores = [
+        score_submission(d, extract_answer(reply))
+        for d, reply in zip([d for _ in adapters for d in items], replies, strict=True)
+    ]
+    n = len(items)
+    return {name: sum(scores[k * n : (k + 1) * n]) / n for k, name in enumerate(adapters)}

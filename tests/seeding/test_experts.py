@@ -39,17 +39,36 @@ def test_builtin_experts_are_committed_for_every_skill(builtin_experts):
         assert (folder / "adapter_model.safetensors").stat().st_size < 8e6
 
 
-@pytest.mark.parametrize("skill", seeding.SEED_SKILLS, ids=lambda s: s.name)
-def test_each_expert_is_the_best_on_its_own_skill(hf_backend, builtin_experts, skill):
-    items = seeding.held_out_instances(skill, n=30)
-    accuracy = {
-        name: seeding.skill_accuracy(hf_backend, items, adapter=folder)
-        for name, folder in builtin_experts.items()
+@pytest.fixture(scope="module")
+def accuracy(hf_backend, builtin_experts):
+    """Skill name → {expert or "base" → held-out accuracy}, one mixed batch per skill."""
+    genomes = {**builtin_experts, "base": None}
+    return {
+        skill.name: seeding.skill_accuracies(
+            hf_backend, seeding.held_out_instances(skill, n=30), genomes
+        )
+        for skill in seeding.SEED_SKILLS
     }
-    base = seeding.skill_accuracy(hf_backend, items, adapter=None)
-    own = accuracy.pop(skill.name)
+
+
+@pytest.mark.parametrize("skill", seeding.SEED_SKILLS, ids=lambda s: s.name)
+def test_each_expert_is_the_best_on_its_own_skill(accuracy, skill):
+    scores = dict(accuracy[skill.name])
+    base = scores.pop("base")
+    own = scores.pop(skill.name)
     assert own >= base + 0.1, (skill.name, base, own)
-    assert own > max(accuracy.values()), (skill.name, own, accuracy)
+    assert own > max(scores.values()), (skill.name, own, scores)
+
+
+def test_mixed_batch_accuracies_equal_one_genome_at_a_time(hf_backend, builtin_experts):
+    items = seeding.held_out_instances(seeding.SEED_SKILLS[1], n=6)
+    genomes = {"strings": builtin_experts["strings"], "base": None}
+    together = seeding.skill_accuracies(hf_backend, items, genomes)
+    alone = {
+        name: seeding.skill_accuracy(hf_backend, items, adapter=folder)
+        for name, folder in genomes.items()
+    }
+    assert together == alone
 
 
 def test_default_seeds_are_three_and_an_unknown_name_is_one_line():
