@@ -170,7 +170,8 @@ def heldout_figure(metrics: Sequence[dict]) -> Figure | None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.set_title(
-        f"Held-out {last['taskset'].rsplit('-', 1)[0]}: chosen on {last['num_val']} val, "
+        # Two lines: task-set names are long enough to run past the axes.
+        f"Held-out {last['taskset'].rsplit('-', 1)[0]}\nchosen on {last['num_val']} val, "
         f"scored on {last['num_test']} test tasks",
         fontsize="medium",
     )
@@ -251,7 +252,7 @@ def pass_matrix_figure(snapshot: RunSnapshot) -> Figure | None:
     ax.axhline(len(seeds) - 0.5, color="black", linewidth=1.2, linestyle=":")
     ax.set_xlabel(where)
     ax.set_title(
-        f"Who solves what: {len(seeds)} seeds above the dotted line, "
+        f"Who solves what\n{len(seeds)} seeds above the dotted line, "
         f"{len(genomes) - len(seeds)} more in the final population",
         fontsize="medium",
     )
