@@ -739,15 +739,15 @@ def _seed_skill_source(source: str) -> tuple[list, int]:
     Raises:
         QdLlmError: An unknown skill name or a K that is not a positive integer.
     """
-    from qd_llm.seeding.experts import SEED_SKILLS
+    from qd_llm.seeding.experts import seed_skills
 
     names, _, per_skill = source.removeprefix(SEED_SKILL_SOURCE).partition(":")
-    by_name = {skill.name: skill for skill in SEED_SKILLS}
-    unknown = [name for name in names.split(",") if name not in by_name]
     per_skill = per_skill or "24"
-    if unknown or not per_skill.isdigit() or int(per_skill) < 1:
+    if not per_skill.isdigit() or int(per_skill) < 1:
         raise QdLlmError(
-            f"config key 'evaluation.heldout': {source!r} must be 'seeds:NAME,...[:K]' "
-            f"with NAME from {', '.join(by_name)} and K >= 1"
+            f"config key 'evaluation.heldout': {source!r} must be 'seeds:NAME,...[:K]' with K >= 1"
         )
-    return [by_name[name] for name in names.split(",")], int(per_skill)
+    try:
+        return seed_skills(names.split(",")), int(per_skill)
+    except QdLlmError as e:
+        raise QdLlmError(f"config key 'evaluation.heldout': {source!r}: {e}") from None

@@ -41,15 +41,9 @@ def _eval(args) -> int:
 
 
 def _skills(names: str | None):
-    from qd_llm.seeding.experts import SEED_SKILLS
+    from qd_llm.seeding.experts import SEED_SKILLS, seed_skills
 
-    if not names:
-        return SEED_SKILLS
-    by_name = {s.name: s for s in SEED_SKILLS}
-    unknown = [n for n in names.split(",") if n not in by_name]
-    if unknown:
-        raise QdLlmError(f"unknown seed skill(s) {unknown}; choose from {', '.join(by_name)}")
-    return tuple(by_name[n] for n in names.split(","))
+    return seed_skills(names.split(",")) if names else SEED_SKILLS
 
 
 def register(subparsers) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "is_held_out",
     "read_seed_index",
     "seed_expert_folders",
+    "seed_skills",
     "skill_accuracies",
     "skill_accuracy",
     "skill_examples",

@@ -68,6 +68,21 @@ SEED_SKILLS = (
 DEFAULT_SEEDS = ("arithmetic", "strings", "lists")
 
 
+def seed_skills(names: Sequence[str]) -> list[SeedSkill]:
+    """The :data:`SEED_SKILLS` named ``names``, in that order.
+
+    Raises:
+        QdLlmError: An unknown name (the message lists the known ones).
+    """
+    by_name = {skill.name: skill for skill in SEED_SKILLS}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise QdLlmError(
+            f"unknown seed expert(s) {', '.join(unknown)}; built-in: {', '.join(by_name)}"
+        )
+    return [by_name[name] for name in names]
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainingConfig:
     """Supervised fine-tuning of one seed expert.
@@ -309,13 +324,8 @@ def seed_expert_folders(
     Raises:
         QdLlmError: An unknown skill name (the message lists the known ones).
     """
-    names = tuple(names or DEFAULT_SEEDS)
-    by_name = {skill.name: skill for skill in SEED_SKILLS}
-    unknown = [name for name in names if name not in by_name]
-    if unknown:
-        raise QdLlmError(
-            f"unknown seed expert(s) {', '.join(unknown)}; built-in: {', '.join(by_name)}"
-        )
+    skills = seed_skills(names or DEFAULT_SEEDS)
+    names = [skill.name for skill in skills]
     if base_model.strip().lower() == DEFAULT_BASE_MODEL:
         folders = read_seed_index(BUILTIN_DIR) or {}
         if not set(names) <= set(folders):
@@ -326,7 +336,7 @@ def seed_expert_folders(
     else:
         root = cache_dir() / "seed_experts" / Path(base_model).name
         folders = read_seed_index(root) or {}
-        missing = [by_name[name] for name in names if name not in folders]
+        missing = [skill for skill in skills if skill.name not in folders]
         if missing:
             logger.info("training seed experts for %s (once) into %s", base_model, root)
             folders = write_seed_experts(
