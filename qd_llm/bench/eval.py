@@ -16,12 +16,14 @@ same batches through PEFT's ``adapter_names`` are timed too
 
 Compute use of the batched side: ``prefill_seconds`` is the same batches
 generated with one new token (prompt forward passes and one sampling step), the
-rest of the batched time is decoding; ``prefill_tokens_per_s`` counts prompt
-tokens, ``decode_tokens_per_s`` generated ones. ``matmul_gflops`` is this
-machine's measured float32 GEMM throughput on the model's MLP shape
-((batch * 48, 576) x (576, 1536), warm, best of 5), and ``roofline_fraction``
-the share of it the batched side reaches, counting ``2 * parameters * tokens``
-FLOPs (parameters without the embedding table; attention scores ignored).
+rest of the batched time is decoding; ``prefill_tokens_per_s`` counts all prompt
+tokens, including the shared prefix the backend runs only once per genome
+(``reused_prompt_tokens`` of them are never computed), ``decode_tokens_per_s``
+generated ones. ``matmul_gflops`` is this machine's measured float32 GEMM
+throughput on the model's MLP shape ((batch * 48, 576) x (576, 1536), warm,
+best of 5), and ``roofline_fraction`` the share of it the batched side reaches,
+counting ``2 * parameters * tokens`` FLOPs over the tokens it computes
+(parameters without the embedding table; attention scores ignored).
 
 ``--backend vllm`` adds a third side on the same work: every pair in one
 ``generate`` call of a vLLM engine with one ``LoRARequest`` per genome
@@ -207,16 +209,21 @@ def _compute_use(backend, requests, config, *, batched: list[str], batched_s: fl
     """Prefill and decode throughput of the batched side and its share of peak GEMM speed."""
     import dataclasses
 
-    from qd_llm.inference.hf import chat_prompt
+    from qd_llm.inference.hf import chat_prompt, shared_prefix
 
     tokenizer = backend.tokenizer
-    prompt_tokens = sum(
-        len(
-            tokenizer(
-                chat_prompt(tokenizer, r.prompt, config.system_prompt), add_special_tokens=False
-            ).input_ids
-        )
+    prompts = [
+        tokenizer(
+            chat_prompt(tokenizer, r.prompt, config.system_prompt), add_special_tokens=False
+        ).input_ids
         for r in requests
+    ]
+    prompt_tokens = sum(map(len, prompts))
+    # Prompt tokens the backend does not run: the shared prefix, run once per genome.
+    reused_tokens = (
+        len(shared_prefix(prompts)) * (len(requests) - len({r.genome_id for r in requests}))
+        if backend.reuse_prefix
+        else 0
     )
     new_tokens = sum(len(tokenizer(t, add_special_tokens=False).input_ids) for t in batched)
     start = time.perf_counter()
@@ -225,7 +232,8 @@ def _compute_use(backend, requests, config, *, batched: list[str], batched_s: fl
     decode_s = max(batched_s - prefill_s, 1e-9)
     parameters = sum(p.numel() for p in backend.base.parameters())
     parameters -= backend.base.get_input_embeddings().weight.numel()
-    achieved = 2 * parameters * (prompt_tokens + new_tokens) / batched_s / 1e9
+    computed_tokens = prompt_tokens - reused_tokens + new_tokens
+    achieved = 2 * parameters * computed_tokens / batched_s / 1e9
     shapes = backend.base.config
     peak = _matmul_gflops(
         rows=backend.batch_size * 48,
@@ -234,6 +242,7 @@ def _compute_use(backend, requests, config, *, batched: list[str], batched_s: fl
     )
     return {
         "prompt_tokens": prompt_tokens,
+        "reused_prompt_tokens": reused_tokens,
         "prefill_seconds": round(prefill_s, 3),
         "prefill_tokens_per_s": round(prompt_tokens / prefill_s, 1),
         "decode_tokens_per_s": round(new_tokens / decode_s, 1),

@@ -190,3 +190,35 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_touching_weights(hf_ba
             [GenerationRequest(prompt=PROMPTS[2], genome_id="bad", adapter=folder)], GREEDY
         )
     assert hf_backend.generate([request], GREEDY) == before
+
+
+def test_the_shared_prompt_prefix_is_computed_once_per_genome(hf_backend, base_shapes, tmp_path):
+    # Base rows and two genomes over batches of 3 rows, so that prefix states
+    # computed for one batch are handed to the next.
+    store, infos = _store_genomes(tmp_path, base_shapes, n=2, std=0.02)
+    reqs = _requests(store, infos, PROMPTS)
+    from qd_llm.inference.hf import chat_prompt
+
+    tok = hf_backend.tokenizer
+    ids = [tok(chat_prompt(tok, p), add_special_tokens=False).input_ids for p in PROMPTS]
+    shared = next(i for i in range(len(ids[0])) if len({row[i] for row in ids}) > 1)
+    assert shared > 10  # the system turn and the start of the user turn
+
+    embedded = []
+    embed = hf_backend.base.get_input_embeddings()
+    handle = embed.register_forward_hook(lambda m, inputs, out: embedded.append(inputs[0].numel()))
+    batch_size, reuse = hf_backend.batch_size, hf_backend.reuse_prefix
+    try:
+        hf_backend.batch_size = 3
+        hf_backend.reuse_prefix = False
+        plain = hf_backend.generate(reqs, GREEDY)
+        plain_tokens, embedded[:] = sum(embedded), []
+        hf_backend.reuse_prefix = True
+        reused = hf_backend.generate(reqs, GREEDY)
+        reused_tokens = sum(embedded)
+    finally:
+        handle.remove()
+        hf_backend.batch_size, hf_backend.reuse_prefix = batch_size, reuse
+    assert reused == plain
+    genomes = 1 + len(infos)  # the base model counts as one
+    assert plain_tokens - reused_tokens == shared * (len(reqs) - genomes)
