@@ -23,6 +23,8 @@ discovery question needs:
 
 Everything is read from the run directories' files (``metrics.jsonl``,
 ``heldout/<set>/split.json`` and its ``evals.jsonl``); nothing is evaluated.
+Runs without a held-out row yet (a grid still running) are named at the end
+and left out, so a summary can be read while the grid runs.
 """
 
 import argparse
@@ -39,10 +41,7 @@ from qd_llm.runs import RunDir
 
 def heldout_rows(run: Path) -> list[dict]:
     """The metrics rows of ``run`` that carry a held-out evaluation, in order."""
-    rows = [row for row in RunDir.open(run).metrics() if "heldout" in row]
-    if not rows:
-        raise QdLlmError(f"{run} has no held-out rows (was evaluation.heldout set?)")
-    return rows
+    return [row for row in RunDir.open(run).metrics() if "heldout" in row]
 
 
 def _ci_cell(values: Sequence[float]) -> str:
@@ -82,9 +81,20 @@ def summarise(experiment: Path) -> str:
     if not variants:
         raise QdLlmError(f"{experiment} holds no runs under {RUNS_DIR}/")
     lines = [f"# Discovery summary: {experiment}", ""]
+    pending = []  # runs without a held-out row yet: still running, or not tracking one
+    summarised = []
     for variant in variants:
-        runs = sorted(p for p in variant.iterdir() if (p / "metrics.jsonl").exists())
-        rows = {run: heldout_rows(run) for run in runs}
+        rows = {}
+        for run in sorted(p for p in variant.iterdir() if p.is_dir()):
+            found = heldout_rows(run) if (run / "metrics.jsonl").exists() else []
+            if found:
+                rows[run] = found
+            else:
+                pending.append(run)
+        if not rows:
+            continue
+        runs = list(rows)
+        summarised.append(variant)
         max_n = len(next(iter(rows.values()))[-1]["heldout"]["test"]["evolved"])
         first = {run: r[0] for run, r in rows.items()}
         last = {run: r[-1] for run, r in rows.items()}
@@ -152,6 +162,13 @@ def summarise(experiment: Path) -> str:
             means = [sum(t[f] for t in per_run) / len(per_run) for f in families]
             lines.append(f"| {pool} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
         lines.append("")
+    if not summarised:
+        raise QdLlmError(
+            f"no run under {runs_root} has a held-out row yet (was evaluation.heldout set?)"
+        )
+    if pending:
+        lines.append("Not in the summary (no held-out row yet):")
+        lines += [f"- {run.relative_to(runs_root)}" for run in pending]
     return "\n".join(lines)
 
 

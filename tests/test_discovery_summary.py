@@ -94,5 +94,22 @@ def test_an_experiment_without_held_out_rows_is_one_line(tmp_path, summary, caps
     run.append_metrics({"generation": 0})
     assert summary.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: ") and "has no held-out rows" in error
+    assert error.startswith("error: ") and "has a held-out row" in error
     assert error.count("\n") == 1
+
+
+def test_runs_still_going_are_named_and_left_out(tmp_path, summary):
+    _run(tmp_path, 0, [0.25, 0.5], [0.5, 0.75], {"e1": ["counting_l0_aa"]})
+    # A run of the same variant before its first held-out row, and a variant
+    # whose only run has not written its first metrics row yet.
+    RunDir.create(tmp_path / "runs" / "full" / "seed1", load_config().to_dict()).append_metrics(
+        {"generation": 0}
+    )
+    (tmp_path / "runs" / "no_adaptation" / "seed0").mkdir(parents=True)
+    text = summary.summarise(tmp_path)
+    assert "## full: 1 runs (seed0), [4] test questions" in text
+    assert "| evolved, generation [4] | 0.500 [0.500, 0.500] | 0.750 [0.750, 0.750] |" in text
+    assert "## no_adaptation" not in text
+    assert text.endswith(
+        "Not in the summary (no held-out row yet):\n- full/seed1\n- no_adaptation/seed0"
+    )
