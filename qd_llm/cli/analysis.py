@@ -57,7 +57,7 @@ def register(subparsers) -> None:
             required=True,
             metavar="TASKS",
             help="a folder of task directories, or a benchmark: humaneval, a .jsonl file, "
-            "a BIG-bench task.json or its folder",
+            "a BIG-bench task.json or its folder, or bigbench:NAME (fetched on first use)",
         )
         p.add_argument("--limit", type=int, help="use at most N tasks")
         p.add_argument("--shuffle-seed", type=int, help="shuffle imported questions before --limit")

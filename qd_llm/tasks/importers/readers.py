@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
+from qd_llm.tasks.importers.bigbench import BIGBENCH_PREFIX, bigbench_task_file
 from qd_llm.tasks.importers.questions import ANSWER_FORMAT, Question, describe
 from qd_llm.tasks.importers.scoring import normalize_text
 from qd_llm.tasks.taskdir import TaskInfo, slugify
@@ -290,7 +291,8 @@ def read_source(source: str | Path) -> tuple[str, list[Question]]:
         source: ``humaneval``; a ``.jsonl``/``.jsonl.gz`` file (HumanEval format
             when its records have ``prompt``, ``test`` and ``entry_point``, else
             question/answer JSONL); a BIG-bench ``task.json`` file or a directory
-            holding one.
+            holding one; ``bigbench:NAME``, a task of the BIG-bench sdist
+            fetched and cached on first use (:mod:`~qd_llm.tasks.importers.bigbench`).
 
     Returns:
         The format name (``humaneval``, ``bigbench``, ``jsonl``) and the questions
@@ -300,13 +302,21 @@ def read_source(source: str | Path) -> tuple[str, list[Question]]:
         QdLlmError: The source does not exist, has an unknown format or a
             malformed record (the message names the file and line or example).
     """
-    path = humaneval_data_path() if str(source) == "humaneval" else Path(source).expanduser()
+    if str(source) == "humaneval":
+        path = humaneval_data_path()
+    elif str(source).startswith(BIGBENCH_PREFIX):
+        path = bigbench_task_file(str(source).removeprefix(BIGBENCH_PREFIX))
+    else:
+        path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "task.json").is_file():
             raise QdLlmError(f"{path} holds no task.json (expected a BIG-bench task directory)")
         path = path / "task.json"
     if not path.is_file():
-        raise QdLlmError(f"benchmark source {source} is neither 'humaneval' nor an existing path")
+        raise QdLlmError(
+            f"benchmark source {source} is neither 'humaneval', 'bigbench:NAME' "
+            "nor an existing path"
+        )
     name = path.name.removesuffix(".gz")
     if name.endswith(".jsonl"):
         records = list(read_jsonl_records(path))
