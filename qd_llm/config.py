@@ -525,7 +525,7 @@ def _check_operators(operators: Mapping) -> None:
         check_operator_table(name, table)
 
 
-# The paper's loop scaled to a laptop CPU (≈5 minutes on 2 cores). Procedural
+# The paper's loop scaled to a laptop CPU (≈8 minutes on 2 cores). Procedural
 # tasks of one family differ only by level in their descriptions (cosine
 # similarity ≈ 0.8), so the novelty filter admits up to similarity 0.9 and
 # still rejects exact repeats (1.0).
