@@ -1,21 +1,15 @@
 """analysis/coverage_over_seeds.py on hand-written ``coverage`` results of three runs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from _scripts import load_analysis_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    path = REPO / "analysis" / "coverage_over_seeds.py"
-    spec = importlib.util.spec_from_file_location("coverage_over_seeds", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_script("coverage_over_seeds")
 
 
 def _result(run: Path, greedy, seeds, control, *, digest="d1") -> Path:

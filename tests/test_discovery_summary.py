@@ -1,27 +1,22 @@
 """analysis/discovery_summary.py on a hand-written experiment: before/after rows,
 paired differences against the seed experts, and per-family coverage from the files."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from _scripts import load_analysis_script
 
 from qd_llm.config import load_config
 from qd_llm.runs import RunDir
 
-REPO = Path(__file__).resolve().parents[1]
 TASKSET = "heldout_set-abc"
 TEST_TASKS = ["counting_l0_aa", "counting_l0_bb", "lists_l1_cc", "word_problem_l0_dd"]
 
 
 @pytest.fixture(scope="module")
 def summary():
-    path = REPO / "analysis" / "discovery_summary.py"
-    spec = importlib.util.spec_from_file_location("discovery_summary", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_script("discovery_summary")
 
 
 def _heldout(evolved, seeds, control, taskforces):

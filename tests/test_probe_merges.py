@@ -1,11 +1,11 @@
 """analysis/probe_merges.py on a tiny real setting: one seed pair, two instances per task."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from _scripts import load_analysis_script
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -13,10 +13,7 @@ SEED_DIR = REPO / "qd_llm" / "data" / "seed_experts"
 
 
 def _load_probe():
-    spec = importlib.util.spec_from_file_location("probe_merges", REPO / "analysis/probe_merges.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_script("probe_merges")
 
 
 def _updates(folder: Path) -> dict[str, torch.Tensor]:
