@@ -142,3 +142,15 @@ def test_names_outside_the_sdist_are_refused(name, message, sdist, cache, monkey
     monkeypatch.setenv("QD_LLM_BIGBENCH_SDIST", str(sdist))
     with pytest.raises(QdLlmError, match=message):
         bigbench.bigbench_task_file(name)
+
+
+@pytest.mark.parametrize("content", [b"not a tarball", b"\x1f\x8b\x08\x00truncated gzip"])
+def test_a_local_sdist_that_is_not_a_tarball_is_one_clear_error(
+    content, tmp_path, cache, monkeypatch
+):
+    bad = tmp_path / bigbench.SDIST_NAME
+    bad.write_bytes(content)
+    monkeypatch.setenv("QD_LLM_BIGBENCH_SDIST", str(bad))
+    with pytest.raises(QdLlmError, match=r"is not a readable \.tar\.gz sdist"):
+        bigbench.bigbench_task_file("toy_counting")
+    assert not (cache / "bigbench").exists() or not any((cache / "bigbench").rglob("task.json"))

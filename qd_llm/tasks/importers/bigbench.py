@@ -23,6 +23,7 @@ import shutil
 import tarfile
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 from qd_llm import atomic
@@ -69,12 +70,15 @@ def bigbench_task_file(name: str, *, index_url: str | None = None) -> Path:
         return target
     sdist = _local_sdist() or _cached_sdist(index_url)
     member = f"bigbench-{BIGBENCH_VERSION}/bigbench/benchmark_tasks/{name}/task.json"
-    with tarfile.open(sdist, "r:gz") as archive:
-        for info in archive:
-            if info.name == member and info.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(target, archive.extractfile(info).read())
-                return target
+    try:
+        with tarfile.open(sdist, "r:gz") as archive:
+            for info in archive:
+                if info.name == member and info.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    atomic.write_bytes(target, archive.extractfile(info).read())
+                    return target
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise QdLlmError(f"{sdist} is not a readable .tar.gz sdist: {e}") from None
     raise QdLlmError(f"BIG-bench {BIGBENCH_VERSION} has no task {name!r} (no {member})")
 
 
