@@ -13,7 +13,7 @@ This reads those files (nothing is evaluated) and prints, for each N:
 
 * test coverage@N of the greedy taskforce of the evolved genomes, of the best
   seed experts and of the base-model control, as mean [95 % percentile-bootstrap
-  CI] over runs (:func:`qd_llm.experiment.bootstrap_ci`);
+  CI] over runs (:func:`qd_llm.experiment.ci_cell`);
 * the paired difference evolved − seeds per run, its mean [CI], and the runs
   ahead / tied / behind.
 
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
-from qd_llm.experiment import bootstrap_ci
+from qd_llm.experiment import ahead_tied_behind, ci_cell
 
 POOLS = {
     "evolved (greedy on val)": "greedy",
@@ -48,11 +48,6 @@ def result_of(run: Path, taskset: str) -> dict:
     return json.loads(found[0].read_text())
 
 
-def _cell(values: Sequence[float]) -> str:
-    mean, low, high = bootstrap_ci(values)
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def summarise(runs: Sequence[Path], taskset: str) -> str:
     results = [result_of(run, taskset) for run in runs]
     digests = {r["digest"] for r in results}
@@ -68,13 +63,12 @@ def summarise(runs: Sequence[Path], taskset: str) -> str:
         "|---|" + "---|" * max_n,
     ]
     for label, key in POOLS.items():
-        cells = [_cell([r["coverage_at_n"][key][n] for r in results]) for n in range(max_n)]
+        cells = [ci_cell([r["coverage_at_n"][key][n] for r in results]) for n in range(max_n)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| N | evolved − seeds | ahead / tied / behind |", "|---|---|---|"]
     for n in range(max_n):
         diffs = [r["coverage_at_n"]["greedy"][n] - r["coverage_at_n"]["seeds"][n] for r in results]
-        counts = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
-        lines.append(f"| {n + 1} | {_cell(diffs)} | {' / '.join(map(str, counts))} |")
+        lines.append(f"| {n + 1} | {ci_cell(diffs)} | {ahead_tied_behind(diffs)} |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ discovery question needs:
 * **Paired differences.** Every run measures its own seed experts on the same
   test questions, so ``evolved − seeds`` is a paired difference per run; its
   mean gets a 95 % percentile-bootstrap CI over runs
-  (:func:`qd_llm.experiment.bootstrap_ci`), with the number of runs where the
+  (:func:`qd_llm.experiment.ci_cell`), with the number of runs where the
   evolved taskforce was ahead, tied and behind.
 * **Who covers what.** Per task family of the held-out questions, the share of
   test questions the final evolved taskforce of size ``max_n`` passes, against
@@ -35,18 +35,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qd_llm.errors import QdLlmError
-from qd_llm.experiment import RUNS_DIR, bootstrap_ci
+from qd_llm.experiment import RUNS_DIR, ahead_tied_behind, ci_cell
 from qd_llm.runs import RunDir
 
 
 def heldout_rows(run: Path) -> list[dict]:
     """The metrics rows of ``run`` that carry a held-out evaluation, in order."""
     return [row for row in RunDir.open(run).metrics() if "heldout" in row]
-
-
-def _ci_cell(values: Sequence[float]) -> str:
-    mean, low, high = bootstrap_ci(values)
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def family_of(task_id: str) -> str:
@@ -120,7 +115,7 @@ def summarise(experiment: Path) -> str:
             ("base-model control", last, "control"),
         ):
             cells = [
-                _ci_cell([r["heldout"]["test"][pool][n] for r in chosen.values()])
+                ci_cell([r["heldout"]["test"][pool][n] for r in chosen.values()])
                 for n in range(max_n)
             ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -137,12 +132,7 @@ def summarise(experiment: Path) -> str:
                 r["heldout"]["test"]["evolved"][n] - r["heldout"]["test"]["seeds"][n]
                 for r in last.values()
             ]
-            counts = (
-                sum(d > 0 for d in diffs),
-                sum(d == 0 for d in diffs),
-                sum(d < 0 for d in diffs),
-            )
-            lines.append(f"| {n + 1} | {_ci_cell(diffs)} | {' / '.join(map(str, counts))} |")
+            lines.append(f"| {n + 1} | {ci_cell(diffs)} | {ahead_tied_behind(diffs)} |")
         lines += [
             "",
             f"Share of test questions per family passed by the taskforce of N={max_n} "

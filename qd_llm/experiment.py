@@ -551,6 +551,21 @@ def _cell(summary: dict) -> str:
     return f"{summary['mean']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}]"
 
 
+def ci_cell(values: Sequence[float]) -> str:
+    """``"mean [low, high]"`` of :func:`bootstrap_ci` over ``values``, as the tables print it."""
+    return _cell(_summary(values))
+
+
+def ahead_tied_behind(differences: Sequence[float]) -> str:
+    """``"a / t / b"``: how many paired differences are above, at and below zero."""
+    counts = (
+        sum(d > 0 for d in differences),
+        sum(d == 0 for d in differences),
+        sum(d < 0 for d in differences),
+    )
+    return " / ".join(map(str, counts))
+
+
 def table_cells(table: dict) -> tuple[list[str], list[list[str]]]:
     """The table as display strings: a header and one row per variant and baseline."""
     header = ["variant / baseline", "n (seeds)"]

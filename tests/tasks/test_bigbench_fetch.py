@@ -55,6 +55,11 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def index(sdist, tmp_path):
     """A PEP 503 simple index on 127.0.0.1 listing the sdist with a relative link."""
@@ -67,9 +72,8 @@ def index(sdist, tmp_path):
         f'<html><body><a href="../../files/{sdist.name}#sha256=ignored">{sdist.name}</a>'
         '<a href="../../files/other-0.1.tar.gz">other</a></body></html>'
     )
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.log_message = lambda *args: None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/simple"

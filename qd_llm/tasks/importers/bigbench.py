@@ -19,7 +19,6 @@ import hashlib
 import html.parser
 import os
 import re
-import shutil
 import tarfile
 import urllib.parse
 import urllib.request
@@ -157,7 +156,7 @@ def download_sdist(index_url: str, filename: str, *, sha256: str, dest: Path) ->
         raise QdLlmError(
             f"{url}: sha256 {digest.hexdigest()} is not the expected {sha256}; not used"
         )
-    shutil.move(partial, dest)
+    os.replace(partial, dest)  # same folder: the verified file appears whole
     return dest
 
 
