@@ -528,17 +528,19 @@ def _check_operators(operators: Mapping) -> None:
 # The paper's loop scaled to a laptop CPU (≈8 minutes on 2 cores). Procedural
 # tasks of one family differ only by level in their descriptions (cosine
 # similarity ≈ 0.8), so the novelty filter admits up to similarity 0.9 and
-# still rejects exact repeats (1.0).
+# still rejects exact repeats (1.0). Adaptation evaluates every new task on the
+# population and the elites, so each scientist attempt costs about as much as
+# an offspring: 4 attempts per adaptation leave room for 12 generations.
 DEMO = {
     "preset": "demo",
-    "population": {"size": 8, "offspring": 6, "generations": 10},
+    "population": {"size": 8, "offspring": 6, "generations": 12},
     "genomes": {"rank": 8},
     "tasks": {
         "scientist": "procedural",
         "initial_tasks": 10,
         "instances_per_task": 3,
         "adapt_every": 2,
-        "new_task_attempts": 8,
+        "new_task_attempts": 4,
         "pool_capacity": 20,
         "novelty_threshold": 0.1,
     },
