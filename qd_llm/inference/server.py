@@ -338,6 +338,10 @@ class ChatCompletionServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: the 7th client connecting at
+    # once had its SYN dropped and waited seconds, or was reset, before the
+    # accept loop caught up (seen with 32 concurrent openai-backend requests).
+    request_queue_size = 1024
 
     def __init__(
         self,

@@ -84,3 +84,19 @@ def test_eval_benchmark_on_openai_servers_compares_batching_with_one_at_a_time(c
     assert result["ratio"] > 0
     assert 1 <= result["batching_server_backend_calls"] < result["requests"]
     assert result["same_outputs"] and result["served_identical_to_hf"] == 1.0
+
+
+@pytest.mark.vllm
+def test_eval_benchmark_on_openai_servers_includes_a_real_vllm_server(capsys):
+    """Runs in the vLLM environment (make test-vllm): vLLM's own OpenAI server, started
+    and stopped by the benchmark, loads every genome at runtime by path."""
+    pytest.importorskip("vllm")
+    serving = ["--backend", "openai", "--concurrency", "4", "--vllm-serve"]
+    assert main(["bench", "eval", *TINY["eval"], *serving]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["vllm_serve_device"] in ("cpu", "cuda")
+    assert result["vllm_serve_seconds"] > 0 and result["vllm_serve_start_seconds"] > 0
+    expected = round(result["batching_server_seconds"] / result["vllm_serve_seconds"], 2)
+    assert abs(result["vllm_serve_vs_batching"] - expected) <= 0.01
+    # Greedy on the same adapters; vLLM's CPU kernels may flip a near tie.
+    assert result["vllm_serve_identical"] >= 0.5

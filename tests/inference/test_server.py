@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -429,6 +430,23 @@ def test_listening_beyond_loopback_without_a_key_warns(capsys):
         assert (
             "warning: serving on 0.0.0.0 without an API key" in capsys.readouterr().err
         ) == warned
+
+
+def test_many_clients_connect_at_once_before_the_first_is_accepted():
+    # Not started: nothing is accepted, so every connection must fit in the
+    # listen backlog. With socketserver's default of 5, the 7th connect hangs.
+    clients = []
+    with ChatCompletionServer(backend=_FailingBackend(), base_model="m") as server:
+        try:
+            for _ in range(64):
+                client = socket.socket()
+                clients.append(client)
+                client.settimeout(0.5)
+                client.connect(server.server_address[:2])
+        finally:
+            for client in clients:
+                client.close()
+    assert len(clients) == 64
 
 
 @pytest.mark.parametrize(
