@@ -52,6 +52,7 @@ runtime LoRA loading, started on 127.0.0.1 and stopped afterwards
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -321,17 +322,15 @@ def _run_vllm(args, requests, config, *, reference: list[str], store) -> dict:
 
 
 def _stop_group(process: subprocess.Popen) -> None:
-    """Stops ``process`` and its session, which may already have exited."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=60)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    """Stops ``process`` and its session; either may already have exited."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    except ProcessLookupError:  # the whole session is gone already
+        pass
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
